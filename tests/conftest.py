@@ -1,0 +1,25 @@
+"""Suite-wide settings: skips are failures unless explicitly allowed.
+
+A test may skip only when a service it needs cannot be reached; `make test`
+must then fail loudly rather than pass quietly (set TIDEFLOW_ALLOW_SKIPS=1 to
+accept skips on a machine without the services).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = len(reporter.stats.get("skipped", []))
+    if skipped and os.environ.get("TIDEFLOW_ALLOW_SKIPS") != "1" and exitstatus == 0:
+        reporter.write_line(
+            f"{skipped} test(s) skipped: failing the run (set TIDEFLOW_ALLOW_SKIPS=1 to allow)",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

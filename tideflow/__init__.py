@@ -1,0 +1,5 @@
+"""tideflow: a job orchestrator driven by a small text language."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
