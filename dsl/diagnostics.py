@@ -36,9 +36,14 @@ class Diagnostic:
     help: str | None = None  # only when there is a real suggestion
     notes: tuple[str, ...] = ()
     related: tuple[Related, ...] = field(default=())
+    # tideflow's own codes say their severity (W… is a warning); a plugin's lint
+    # rule, whose codes are its own, says it here
+    level: Severity | None = None
 
     @property
     def severity(self) -> Severity:
+        if self.level is not None:
+            return self.level
         return Severity.WARNING if self.code.startswith("W") else Severity.ERROR
 
     @property

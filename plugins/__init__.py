@@ -6,7 +6,7 @@ from tideflow.compiler.schema import BackendSpec, Catalog
 
 from . import builtin_options as opts
 
-__all__ = ["builtin_catalog"]
+__all__ = ["builtin_catalog", "default_catalog"]
 
 
 def builtin_catalog() -> Catalog:
@@ -46,3 +46,8 @@ def builtin_catalog() -> Catalog:
             },
         }
     )
+
+
+def default_catalog() -> Catalog:
+    """The catalog the compiler validates against when none is given."""
+    return builtin_catalog()
