@@ -1,0 +1,127 @@
+"""The runtime's vocabulary: run and attempt states, triggers, and the rows the store returns.
+
+A *flow run* is one execution of a job's DAG, started by a trigger (a schedule
+instant, a manual trigger, or another flow's job); it holds one *job run* per job
+it reaches, and each job run holds its *attempts* (the first and every retry).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class RunStatus(enum.StrEnum):
+    """State of a flow run or a job run."""
+
+    PENDING = "pending"  # waiting for its dependencies
+    QUEUED = "queued"  # ready, waiting for a pool slot, resources or concurrency
+    RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed; waiting for the backoff to pass
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # its trigger rule can no longer be satisfied
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED})
+
+
+class AttemptStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"  # the callable raised or the command exited non-zero
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"  # the worker process died (signal, segfault, os._exit)
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # the orchestrator stopped while it ran
+    LOST = "lost"  # it was running when the orchestrator died; found at start-up
+
+    @property
+    def finished(self) -> bool:
+        return self is not AttemptStatus.RUNNING
+
+
+class TriggerKind(enum.StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    FLOW = "flow"  # after another flow's job
+    RETRY = "retry"  # a failed run retried by an operator
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a Python attempt failed: enough to answer "which function threw"."""
+
+    type: str  # qualified exception type, e.g. "ValueError" or "shop.errors.Late"
+    message: str
+    traceback: str
+    function: str | None = None  # "module.function" where it was raised
+    location: str | None = None  # "path/to/file.py:42"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunRow:
+    id: int
+    flow: str
+    root_job: str
+    trigger: TriggerKind
+    status: RunStatus
+    scheduled_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunRow:
+    id: int
+    flow_run_id: int
+    flow: str
+    job: str
+    trigger: TriggerKind
+    status: RunStatus
+    scheduled_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool = False
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    id: int
+    job_run_id: int
+    number: int  # 1 for the first attempt
+    status: AttemptStatus
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    pid: int | None
+    host: str | None
+    stdout: str
+    stderr: str
+    error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    attempt_id: int
+    seq: int
+    at: datetime
+    level: str
+    message: str

@@ -1,0 +1,661 @@
+"""Run history: SQLite (WAL) by default, PostgreSQL by URL.
+
+`Store.open(url)` migrates the schema to the newest revision (Alembic) before
+anything else, so an old state file keeps working after an upgrade. Every method
+is one short transaction; the store is safe to share between threads and between
+processes (SQLite's WAL lets the CLI read while the orchestrator writes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from . import tables as t
+from .model import (
+    AttemptRow,
+    AttemptStatus,
+    ErrorInfo,
+    FlowRunRow,
+    JobRunRow,
+    LogLine,
+    RunStatus,
+    TriggerKind,
+)
+
+DEFAULT_URL: Final = "sqlite:///.tideflow/state.db"
+# Captured output beyond this is cut (the end is kept: that is where errors are).
+MAX_OUTPUT_CHARS: Final = 1_000_000
+
+
+class StoreError(Exception):
+    """The state store cannot be opened or used; the message says why."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people write (`postgresql://`, a bare path) and pick our drivers."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    name: str
+    source: str
+    ir: dict[str, Any]
+    updated_at: datetime
+
+
+class Store:
+    """The run history. Create with `Store.open(url)`; close with `close()`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()  # SQLite allows one writer; queue ours in-process
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        url = normalize_url(url or os.environ.get("TIDEFLOW_STATE") or DEFAULT_URL)
+        try:
+            engine = _create_engine(url)
+            store = cls(engine)
+            if migrate:
+                store.migrate()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open the state store {_safe_url(url)}: {exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (a no-op when it is there already)."""
+        with self.engine.begin() as conn:
+            config = _alembic_config()
+            config.attributes["connection"] = conn
+            current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(config).get_current_head()
+            if current != head:
+                command.upgrade(config, "head")
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    # --- flows -----------------------------------------------------------------
+
+    def save_flow(self, name: str, source: str, ir: Mapping[str, Any]) -> None:
+        values = {"source": source, "ir": dict(ir), "updated_at": utcnow()}
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(t.flows).where(t.flows.c.name == name).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(sa.insert(t.flows).values(name=name, **values))
+
+    def flow(self, name: str) -> FlowRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.flows).where(t.flows.c.name == name)).first()
+        return FlowRecord(row.name, row.source, row.ir, row.updated_at) if row else None
+
+    def flows(self) -> list[FlowRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.flows).order_by(t.flows.c.name)).all()
+        return [FlowRecord(r.name, r.source, r.ir, r.updated_at) for r in rows]
+
+    # --- schedules -------------------------------------------------------------
+
+    def last_fired(self, flow: str) -> dict[str, datetime]:
+        """The last instant each job's schedule fired, by job."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.schedule_state.c.job, t.schedule_state.c.last_fired_at).where(
+                    t.schedule_state.c.flow == flow
+                )
+            ).all()
+        return {r.job: r.last_fired_at for r in rows}
+
+    def record_fire(self, flow: str, job: str, instant: datetime) -> bool:
+        """Persist that `job` fired at `instant`, before its run starts.
+
+        Returns False (and changes nothing) when that instant, or a later one, was
+        recorded already: the caller must then not start a run, so a restart never
+        fires the same instant twice.
+        """
+        now = utcnow()
+        state = t.schedule_state
+        with self._write() as conn:
+            current = conn.execute(
+                sa.select(state.c.last_fired_at).where(state.c.flow == flow, state.c.job == job)
+            ).scalar()
+            if current is not None and current >= instant:
+                return False
+            if current is None:
+                conn.execute(
+                    sa.insert(state).values(
+                        flow=flow, job=job, last_fired_at=instant, updated_at=now
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.update(state)
+                    .where(state.c.flow == flow, state.c.job == job)
+                    .values(last_fired_at=instant, updated_at=now)
+                )
+        return True
+
+    # --- runs ------------------------------------------------------------------
+
+    def create_flow_run(
+        self,
+        flow: str,
+        root_job: str,
+        trigger: TriggerKind,
+        *,
+        scheduled_at: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> int:
+        with self._write() as conn:
+            result = conn.execute(
+                sa.insert(t.flow_runs).values(
+                    flow=flow,
+                    root_job=root_job,
+                    trigger=str(trigger),
+                    status=str(RunStatus.PENDING),
+                    scheduled_at=scheduled_at,
+                    created_at=utcnow(),
+                    params=dict(params or {}),
+                )
+            )
+            return _inserted_id(result)
+
+    def create_job_runs(
+        self,
+        flow_run_id: int,
+        flow: str,
+        jobs: Sequence[str],
+        trigger: TriggerKind,
+        *,
+        scheduled_at: datetime | None = None,
+    ) -> dict[str, int]:
+        """One pending job run per job of a flow run, in one transaction; ids by job."""
+        now = utcnow()
+        ids: dict[str, int] = {}
+        with self._write() as conn:
+            for job in jobs:
+                result = conn.execute(
+                    sa.insert(t.job_runs).values(
+                        flow_run_id=flow_run_id,
+                        flow=flow,
+                        job=job,
+                        trigger=str(trigger),
+                        status=str(RunStatus.PENDING),
+                        scheduled_at=scheduled_at,
+                        created_at=now,
+                        attempts=0,
+                        cancel_requested=False,
+                    )
+                )
+                ids[job] = _inserted_id(result)
+        return ids
+
+    def set_flow_run_status(
+        self, flow_run_id: int, status: RunStatus, at: datetime | None = None
+    ) -> None:
+        at = at or utcnow()
+        values: dict[str, Any] = {"status": str(status)}
+        if status is RunStatus.RUNNING:
+            values["started_at"] = at
+        elif status.finished:
+            values["finished_at"] = at
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.flow_runs).where(t.flow_runs.c.id == flow_run_id).values(**values)
+            )
+
+    def set_job_run_status(
+        self, job_run_id: int, status: RunStatus, at: datetime | None = None
+    ) -> None:
+        at = at or utcnow()
+        values: dict[str, Any] = {"status": str(status)}
+        if status.finished:
+            values["finished_at"] = at
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.job_runs).where(t.job_runs.c.id == job_run_id).values(**values)
+            )
+
+    def start_attempt(
+        self,
+        job_run_id: int,
+        number: int,
+        *,
+        pid: int | None = None,
+        orchestrator_id: int | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Record a new running attempt and mark its job run running, in one transaction."""
+        at = at or utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                sa.insert(t.attempts).values(
+                    job_run_id=job_run_id,
+                    number=number,
+                    status=str(AttemptStatus.RUNNING),
+                    started_at=at,
+                    pid=pid,
+                    host=socket.gethostname(),
+                    orchestrator_id=orchestrator_id,
+                    stdout="",
+                    stderr="",
+                )
+            )
+            run = t.job_runs
+            conn.execute(
+                sa.update(run)
+                .where(run.c.id == job_run_id)
+                .values(
+                    status=str(RunStatus.RUNNING),
+                    attempts=number,
+                    started_at=sa.func.coalesce(run.c.started_at, at),
+                )
+            )
+            return _inserted_id(result)
+
+    def set_attempt_pid(self, attempt_id: int, pid: int) -> None:
+        with self._write() as conn:
+            conn.execute(sa.update(t.attempts).where(t.attempts.c.id == attempt_id).values(pid=pid))
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        status: AttemptStatus,
+        *,
+        exit_code: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+        error: ErrorInfo | None = None,
+        logs: Iterable[tuple[datetime, str, str]] = (),
+        job_run_status: RunStatus | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Record an attempt's end, its output and log lines, and optionally its job run's
+        new status, in one transaction."""
+        at = at or utcnow()
+        values: dict[str, Any] = {
+            "status": str(status),
+            "finished_at": at,
+            "exit_code": exit_code,
+            "stdout": _cut(stdout),
+            "stderr": _cut(stderr),
+        }
+        if error is not None:
+            values.update(
+                error_type=error.type,
+                error_message=error.message,
+                error_traceback=_cut(error.traceback),
+                error_function=error.function,
+                error_location=error.location,
+            )
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.attempts).where(t.attempts.c.id == attempt_id).values(**values)
+            )
+            rows = [
+                {
+                    "attempt_id": attempt_id,
+                    "seq": seq,
+                    "at": when,
+                    "level": level,
+                    "message": message,
+                }
+                for seq, (when, level, message) in enumerate(logs)
+            ]
+            if rows:
+                conn.execute(sa.insert(t.log_lines), rows)
+            if job_run_status is not None:
+                run_values: dict[str, Any] = {"status": str(job_run_status)}
+                if job_run_status.finished:
+                    run_values["finished_at"] = at
+                job_run_id = (
+                    sa.select(t.attempts.c.job_run_id)
+                    .where(t.attempts.c.id == attempt_id)
+                    .scalar_subquery()
+                )
+                conn.execute(
+                    sa.update(t.job_runs).where(t.job_runs.c.id == job_run_id).values(**run_values)
+                )
+
+    def request_cancel(self, job_run_id: int) -> bool:
+        """Ask the orchestrator to cancel a run; False when it has finished already."""
+        finished = [str(s) for s in RunStatus if s.finished]
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(t.job_runs)
+                .where(
+                    t.job_runs.c.id == job_run_id,
+                    t.job_runs.c.status.not_in(finished),
+                )
+                .values(cancel_requested=True)
+            )
+            return bool(result.rowcount)
+
+    def cancel_requests(self, job_run_ids: Iterable[int]) -> set[int]:
+        ids = list(job_run_ids)
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.job_runs.c.id).where(
+                    t.job_runs.c.id.in_(ids), t.job_runs.c.cancel_requested.is_(True)
+                )
+            ).all()
+        return {r.id for r in rows}
+
+    # --- orchestrators and zombies ---------------------------------------------------
+
+    def register_orchestrator(self, flows: Sequence[str]) -> int:
+        now = utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                sa.insert(t.orchestrators).values(
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    flows=list(flows),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+            return _inserted_id(result)
+
+    def heartbeat(self, orchestrator_id: int, at: datetime | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.orchestrators)
+                .where(t.orchestrators.c.id == orchestrator_id)
+                .values(heartbeat_at=at or utcnow())
+            )
+
+    def orchestrator_stopped(self, orchestrator_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.orchestrators)
+                .where(t.orchestrators.c.id == orchestrator_id)
+                .values(stopped_at=utcnow())
+            )
+
+    def last_heartbeat(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            value: datetime | None = conn.execute(
+                sa.select(sa.func.max(t.orchestrators.c.heartbeat_at))
+            ).scalar()
+        return value
+
+    def mark_lost(
+        self, flows: Iterable[str], *, except_orchestrator: int | None = None
+    ) -> list[AttemptRow]:
+        """Mark attempts still `running` for these flows as lost and return them.
+
+        Called at start-up: no attempt of ours can be running before we start any,
+        so whatever is recorded as running belongs to an orchestrator that died.
+        """
+        runs, att = t.job_runs, t.attempts
+        query = (
+            sa.select(att)
+            .join(runs, runs.c.id == att.c.job_run_id)
+            .where(att.c.status == str(AttemptStatus.RUNNING), runs.c.flow.in_(list(flows)))
+        )
+        if except_orchestrator is not None:
+            query = query.where(
+                sa.or_(
+                    att.c.orchestrator_id.is_(None), att.c.orchestrator_id != except_orchestrator
+                )
+            )
+        now = utcnow()
+        with self._write() as conn:
+            rows = conn.execute(query).all()
+            ids = [r.id for r in rows]
+            if ids:
+                conn.execute(
+                    sa.update(att)
+                    .where(att.c.id.in_(ids))
+                    .values(status=str(AttemptStatus.LOST), finished_at=now)
+                )
+        return [
+            dataclasses.replace(_attempt(r), status=AttemptStatus.LOST, finished_at=now)
+            for r in rows
+        ]
+
+    # --- queries ---------------------------------------------------------------
+
+    def job_runs(
+        self,
+        *,
+        flow: str | None = None,
+        job: str | None = None,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        since: datetime | None = None,
+        flow_run_id: int | None = None,
+        limit: int | None = 100,
+    ) -> list[JobRunRow]:
+        """Job runs, newest first."""
+        runs = t.job_runs
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        if flow is not None:
+            query = query.where(runs.c.flow == flow)
+        if job is not None:
+            query = query.where(runs.c.job == job)
+        if status is not None:
+            wanted = [status] if isinstance(status, RunStatus) else list(status)
+            query = query.where(runs.c.status.in_([str(s) for s in wanted]))
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        if flow_run_id is not None:
+            query = query.where(runs.c.flow_run_id == flow_run_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_job_run(r) for r in conn.execute(query)]
+
+    def job_run(self, job_run_id: int) -> JobRunRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.job_runs).where(t.job_runs.c.id == job_run_id)).first()
+        return _job_run(row) if row else None
+
+    def flow_run(self, flow_run_id: int) -> FlowRunRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.flow_runs).where(t.flow_runs.c.id == flow_run_id)
+            ).first()
+        return _flow_run(row) if row else None
+
+    def attempts(self, job_run_id: int) -> list[AttemptRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.attempts)
+                .where(t.attempts.c.job_run_id == job_run_id)
+                .order_by(t.attempts.c.number)
+            ).all()
+        return [_attempt(r) for r in rows]
+
+    def logs(self, attempt_id: int) -> list[LogLine]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.log_lines)
+                .where(t.log_lines.c.attempt_id == attempt_id)
+                .order_by(t.log_lines.c.seq)
+            ).all()
+        return [LogLine(r.attempt_id, r.seq, r.at, r.level, r.message) for r in rows]
+
+    def status_counts(
+        self, *, flow: str | None = None, since: datetime | None = None
+    ) -> dict[tuple[str, str, RunStatus], int]:
+        """Job runs counted by (flow, job, status), optionally since a time."""
+        runs = t.job_runs
+        query = sa.select(runs.c.flow, runs.c.job, runs.c.status, sa.func.count()).group_by(
+            runs.c.flow, runs.c.job, runs.c.status
+        )
+        if flow is not None:
+            query = query.where(runs.c.flow == flow)
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return {(r[0], r[1], RunStatus(r[2])): int(r[3]) for r in conn.execute(query)}
+
+    def last_job_runs(self, flow: str) -> dict[str, JobRunRow]:
+        """The newest job run of each job of a flow."""
+        runs = t.job_runs
+        newest = (
+            sa.select(sa.func.max(runs.c.id).label("id"))
+            .where(runs.c.flow == flow)
+            .group_by(runs.c.job)
+            .subquery()
+        )
+        query = sa.select(runs).join(newest, newest.c.id == runs.c.id)
+        with self.engine.connect() as conn:
+            return {r.job: _job_run(r) for r in conn.execute(query)}
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _create_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    location = resources.files("tideflow.runtime").joinpath("migrations")
+    config.set_main_option("script_location", str(location))
+    return config
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(invalid URL)"
+
+
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _cut(text: str) -> str:
+    """At most MAX_OUTPUT_CHARS characters, the marker included; the end is kept."""
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    marker = "[… {} characters cut …]\n"
+    kept = MAX_OUTPUT_CHARS - len(marker.format(len(text)))
+    return marker.format(len(text) - kept) + text[-kept:]
+
+
+def _job_run(r: Any) -> JobRunRow:
+    return JobRunRow(
+        id=r.id,
+        flow_run_id=r.flow_run_id,
+        flow=r.flow,
+        job=r.job,
+        trigger=TriggerKind(r.trigger),
+        status=RunStatus(r.status),
+        scheduled_at=r.scheduled_at,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        attempts=r.attempts,
+        cancel_requested=bool(r.cancel_requested),
+    )
+
+
+def _flow_run(r: Any) -> FlowRunRow:
+    return FlowRunRow(
+        id=r.id,
+        flow=r.flow,
+        root_job=r.root_job,
+        trigger=TriggerKind(r.trigger),
+        status=RunStatus(r.status),
+        scheduled_at=r.scheduled_at,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        params=dict(r.params or {}),
+    )
+
+
+def _attempt(r: Any) -> AttemptRow:
+    error = None
+    if r.error_type is not None:
+        error = ErrorInfo(
+            r.error_type,
+            r.error_message or "",
+            r.error_traceback or "",
+            r.error_function,
+            r.error_location,
+        )
+    return AttemptRow(
+        id=r.id,
+        job_run_id=r.job_run_id,
+        number=r.number,
+        status=AttemptStatus(r.status),
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        exit_code=r.exit_code,
+        pid=r.pid,
+        host=r.host,
+        stdout=r.stdout or "",
+        stderr=r.stderr or "",
+        error=error,
+    )

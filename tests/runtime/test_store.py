@@ -1,0 +1,189 @@
+"""The run history store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from tideflow.runtime import tables
+from tideflow.runtime.model import AttemptStatus, ErrorInfo, RunStatus, TriggerKind
+from tideflow.runtime.store import MAX_OUTPUT_CHARS, Store, StoreError, normalize_url
+
+T0 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+
+
+def test_migrated_schema_matches_the_table_definitions(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+    assert diff == []
+
+
+def test_opening_twice_migrates_once(store_url: str) -> None:
+    with Store.open(store_url) as first:
+        first.save_flow("f", "f.flow", {"format_version": 1})
+    with Store.open(store_url) as second:
+        record = second.flow("f")
+    assert record is not None and record.ir == {"format_version": 1}
+
+
+def test_a_run_with_attempts_and_logs(store: Store) -> None:
+    flow_run = store.create_flow_run(
+        "orders", "extract", TriggerKind.SCHEDULE, scheduled_at=T0, params={"day": "mon"}
+    )
+    ids = store.create_job_runs(
+        flow_run, "orders", ["extract", "report"], TriggerKind.SCHEDULE, scheduled_at=T0
+    )
+    first = store.start_attempt(ids["extract"], 1, pid=100)
+    error = ErrorInfo(
+        "ValueError",
+        "bad row 7",
+        "Traceback ...\nValueError: bad row 7",
+        "shop.jobs.extract",
+        "shop/jobs.py:12",
+    )
+    store.finish_attempt(
+        first,
+        AttemptStatus.FAILED,
+        exit_code=1,
+        stderr="boom",
+        error=error,
+        logs=[(T0, "INFO", "reading"), (T0, "ERROR", "bad row 7")],
+        job_run_status=RunStatus.RETRYING,
+    )
+    second = store.start_attempt(ids["extract"], 2, pid=101)
+    store.finish_attempt(
+        second,
+        AttemptStatus.SUCCESS,
+        exit_code=0,
+        stdout="done\n",
+        job_run_status=RunStatus.SUCCESS,
+    )
+
+    run = store.job_run(ids["extract"])
+    assert run is not None
+    assert (run.status, run.attempts, run.scheduled_at) == (RunStatus.SUCCESS, 2, T0)
+    assert run.started_at is not None and run.finished_at is not None
+    attempts = store.attempts(ids["extract"])
+    assert [(a.number, a.status) for a in attempts] == [
+        (1, AttemptStatus.FAILED),
+        (2, AttemptStatus.SUCCESS),
+    ]
+    assert attempts[0].error == error and attempts[0].stderr == "boom"
+    assert attempts[1].stdout == "done\n" and attempts[1].error is None
+    assert [(line.level, line.message) for line in store.logs(first)] == [
+        ("INFO", "reading"),
+        ("ERROR", "bad row 7"),
+    ]
+    flow_row = store.flow_run(flow_run)
+    assert flow_row is not None and flow_row.params == {"day": "mon"}
+
+
+def test_queries_filter_and_count(store: Store) -> None:
+    flow_run = store.create_flow_run("a", "x", TriggerKind.MANUAL)
+    ids = store.create_job_runs(flow_run, "a", ["x", "y", "z"], TriggerKind.MANUAL)
+    store.set_job_run_status(ids["x"], RunStatus.SUCCESS)
+    store.set_job_run_status(ids["y"], RunStatus.FAILED)
+    other = store.create_flow_run("b", "x", TriggerKind.MANUAL)
+    store.create_job_runs(other, "b", ["x"], TriggerKind.MANUAL)
+
+    assert {r.job for r in store.job_runs(flow="a")} == {"x", "y", "z"}
+    assert [r.job for r in store.job_runs(status=RunStatus.FAILED)] == ["y"]
+    assert store.job_runs(since=datetime.now(UTC) + timedelta(minutes=1)) == []
+    counts = store.status_counts(flow="a")
+    assert counts == {
+        ("a", "x", RunStatus.SUCCESS): 1,
+        ("a", "y", RunStatus.FAILED): 1,
+        ("a", "z", RunStatus.PENDING): 1,
+    }
+    assert set(store.last_job_runs("b")) == {"x"}
+
+
+def test_record_fire_never_accepts_the_same_instant_twice(store: Store) -> None:
+    assert store.record_fire("f", "j", T0)
+    assert not store.record_fire("f", "j", T0)
+    assert not store.record_fire("f", "j", T0 - timedelta(minutes=1))
+    assert store.record_fire("f", "j", T0 + timedelta(minutes=1))
+    assert store.last_fired("f") == {"j": T0 + timedelta(minutes=1)}
+
+
+def test_record_fire_is_exclusive_across_threads(store: Store) -> None:
+    wins: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def fire() -> None:
+        barrier.wait()
+        wins.append(store.record_fire("f", "j", T0))
+
+    threads = [threading.Thread(target=fire) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False, False, False, True]
+
+
+def test_running_attempts_of_a_dead_orchestrator_are_marked_lost(store: Store) -> None:
+    dead = store.register_orchestrator(["f"])
+    flow_run = store.create_flow_run("f", "j", TriggerKind.MANUAL)
+    ids = store.create_job_runs(flow_run, "f", ["j"], TriggerKind.MANUAL)
+    attempt = store.start_attempt(ids["j"], 1, orchestrator_id=dead)
+    alive = store.register_orchestrator(["f"])
+
+    lost = store.mark_lost(["f"], except_orchestrator=alive)
+
+    assert [(a.id, a.status) for a in lost] == [(attempt, AttemptStatus.LOST)]
+    assert store.attempts(ids["j"])[0].status is AttemptStatus.LOST
+    assert store.mark_lost(["f"], except_orchestrator=alive) == []
+
+
+def test_cancel_requests_only_reach_unfinished_runs(store: Store) -> None:
+    flow_run = store.create_flow_run("f", "j", TriggerKind.MANUAL)
+    ids = store.create_job_runs(flow_run, "f", ["j", "k"], TriggerKind.MANUAL)
+    store.set_job_run_status(ids["k"], RunStatus.SUCCESS)
+    assert store.request_cancel(ids["j"])
+    assert not store.request_cancel(ids["k"])
+    assert store.cancel_requests(ids.values()) == {ids["j"]}
+
+
+def test_huge_output_keeps_its_end(store: Store) -> None:
+    flow_run = store.create_flow_run("f", "j", TriggerKind.MANUAL)
+    ids = store.create_job_runs(flow_run, "f", ["j"], TriggerKind.MANUAL)
+    attempt = store.start_attempt(ids["j"], 1)
+    output = "x" * MAX_OUTPUT_CHARS + "THE END"
+    store.finish_attempt(attempt, AttemptStatus.SUCCESS, stdout=output)
+    kept = store.attempts(ids["j"])[0].stdout
+    assert kept.endswith("THE END") and "characters cut" in kept
+    assert len(kept) <= MAX_OUTPUT_CHARS
+
+
+def test_times_come_back_aware_and_in_utc(store: Store) -> None:
+    lisbon_summer = datetime(2026, 7, 1, 12, 0, tzinfo=UTC).astimezone()
+    assert store.record_fire("f", "j", lisbon_summer)
+    assert store.last_fired("f")["j"] == lisbon_summer
+    assert store.last_fired("f")["j"].tzinfo == UTC
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        store.record_fire("f", "j", datetime(2026, 1, 1))
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot open the state store"):
+        Store.open("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_bad_url_message_hides_the_password() -> None:
+    with pytest.raises(StoreError) as caught:
+        Store.open("postgresql://nobody:hunter2@127.0.0.1:1/none")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_url_forms() -> None:
+    assert normalize_url("state.db") == "sqlite:///state.db"
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
