@@ -68,6 +68,17 @@ class FlowRecord:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    id: int
+    flow: str
+    job: str
+    trigger: TriggerKind
+    params: dict[str, Any]
+    requested_at: datetime
+    requested_by: str
+
+
 class Store:
     """The run history. Create with `Store.open(url)`; close with `close()`."""
 
@@ -386,6 +397,82 @@ class Store:
             ).all()
         return {r.id for r in rows}
 
+    # --- trigger requests ----------------------------------------------------------
+
+    def request_trigger(
+        self,
+        flow: str,
+        job: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        trigger: TriggerKind = TriggerKind.MANUAL,
+        requested_by: str | None = None,
+    ) -> int:
+        """Ask the orchestrator running `flow` to start `job`; returns the request id."""
+        with self._write() as conn:
+            result = conn.execute(
+                sa.insert(t.trigger_requests).values(
+                    flow=flow,
+                    job=job,
+                    trigger=str(trigger),
+                    params=dict(params or {}),
+                    requested_at=utcnow(),
+                    requested_by=requested_by or _who(),
+                )
+            )
+            return _inserted_id(result)
+
+    def claim_trigger_requests(
+        self, flows: Sequence[str], orchestrator_id: int
+    ) -> list[TriggerRequest]:
+        """Claim the unclaimed requests for these flows, oldest first; each is claimed once."""
+        req = t.trigger_requests
+        claimed: list[TriggerRequest] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(req)
+                .where(req.c.flow.in_(list(flows)), req.c.claimed_by.is_(None))
+                .order_by(req.c.id)
+            ).all()
+            for row in rows:
+                done = conn.execute(
+                    sa.update(req)
+                    .where(req.c.id == row.id, req.c.claimed_by.is_(None))
+                    .values(claimed_by=orchestrator_id, claimed_at=utcnow())
+                )
+                if done.rowcount:
+                    claimed.append(
+                        TriggerRequest(
+                            row.id,
+                            row.flow,
+                            row.job,
+                            TriggerKind(row.trigger),
+                            dict(row.params),
+                            row.requested_at,
+                            row.requested_by,
+                        )
+                    )
+        return claimed
+
+    def link_trigger_request(self, request_id: int, flow_run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.trigger_requests)
+                .where(t.trigger_requests.c.id == request_id)
+                .values(flow_run_id=flow_run_id)
+            )
+
+    def trigger_request_run(self, request_id: int) -> tuple[bool, int | None]:
+        """(claimed, flow run id) of a request."""
+        req = t.trigger_requests
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(req.c.claimed_by, req.c.flow_run_id).where(req.c.id == request_id)
+            ).first()
+        if row is None:
+            return False, None
+        return row.claimed_by is not None, row.flow_run_id
+
     # --- orchestrators and zombies ---------------------------------------------------
 
     def register_orchestrator(self, flows: Sequence[str]) -> int:
@@ -586,6 +673,14 @@ def _safe_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return "(invalid URL)"
+
+
+def _who() -> str:
+    try:
+        user = os.getlogin()
+    except OSError:
+        user = os.environ.get("USER", "unknown")
+    return f"{user}@{socket.gethostname()}"
 
 
 def _inserted_id(result: sa.CursorResult[Any]) -> int:

@@ -143,3 +143,21 @@ orchestrators = sa.Table(
     sa.Column("heartbeat_at", UTCDateTime, nullable=False),  # the scheduler's last tick
     sa.Column("stopped_at", UTCDateTime),
 )
+
+# A manual trigger from the CLI or the dashboard waits here until the orchestrator
+# running its flow claims it (the store is the only channel between them).
+trigger_requests = sa.Table(
+    "trigger_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("job", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.String(20), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("claimed_by", sa.Integer),  # orchestrators.id
+    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("flow_run_id", sa.Integer),
+    sa.Index("ix_trigger_requests_flow_claimed", "flow", "claimed_by"),
+)

@@ -187,3 +187,40 @@ def test_url_forms() -> None:
     assert normalize_url("state.db") == "sqlite:///state.db"
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_an_old_state_file_is_upgraded_on_open(store_url: str) -> None:
+    from alembic import command
+    from tideflow.runtime.store import _alembic_config, _create_engine, normalize_url
+
+    engine = _create_engine(normalize_url(store_url))
+    with engine.begin() as conn:
+        config = _alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.insert(tables.schedule_state).values(
+                flow="f", job="j", last_fired_at=T0, updated_at=T0
+            )
+        )
+    engine.dispose()
+
+    with Store.open(store_url) as upgraded:
+        assert upgraded.last_fired("f") == {"j": T0}  # kept across the upgrade
+        request = upgraded.request_trigger("f", "j")  # a table of a later revision
+        assert upgraded.trigger_request_run(request) == (False, None)
+
+
+def test_trigger_requests_are_claimed_once_in_order(store: Store) -> None:
+    first = store.request_trigger("f", "a", params={"n": 1}, requested_by="ops@host")
+    second = store.request_trigger("f", "b")
+    store.request_trigger("other", "c")
+    orchestrator = store.register_orchestrator(["f"])
+
+    claimed = store.claim_trigger_requests(["f"], orchestrator)
+
+    assert [(r.id, r.job, r.params) for r in claimed] == [(first, "a", {"n": 1}), (second, "b", {})]
+    assert claimed[0].requested_by == "ops@host"
+    assert store.claim_trigger_requests(["f"], orchestrator) == []
+    store.link_trigger_request(first, 42)
+    assert store.trigger_request_run(first) == (True, 42)
