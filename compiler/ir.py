@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import networkx as nx
+from tideflow.dsl.ast import Span
 
 FORMAT_VERSION = 1
 
@@ -91,6 +92,8 @@ class BrokerNode:
 
 @dataclass(frozen=True, slots=True)
 class TopicNode:
+    """A topic on a broker. Empty `subjects` means the single subject named like the topic."""
+
     name: str
     broker: str
     partitions: int = 1
@@ -108,6 +111,9 @@ class PoolNode:
 
 @dataclass(frozen=True, slots=True)
 class JobNode:
+    """A job. `retry` and `timeout` are already resolved against the flow's defaults:
+    each retry setting the job leaves out comes from the flow's `retry`."""
+
     name: str
     description: str | None = None
     schedule: Schedule | None = None
@@ -149,6 +155,8 @@ class ScaleRule:
 
 @dataclass(frozen=True, slots=True)
 class ConsumerNode:
+    """A consumer; `group` is already resolved (the consumer's name when not written)."""
+
     name: str
     consumes: str
     group: str
@@ -204,11 +212,17 @@ class FlowIR:
     info: FlowInfo
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
 
-    def add(self, record: NodeRecord) -> str:
+    def add(self, record: NodeRecord, span: Span | None = None) -> str:
+        """Add a node for `record`; `span` is where its block is written (kept beside it)."""
         kind = NODE_KINDS[type(record)]
         key = node_id(kind, record.name)
-        self.graph.add_node(key, kind=kind, record=record)
+        self.graph.add_node(key, kind=kind, record=record, span=span)
         return key
+
+    def span_of(self, kind: str, name: str) -> Span | None:
+        """Where the block of node `kind:name` is written, when known."""
+        data = self.graph.nodes.get(node_id(kind, name))
+        return None if data is None else data.get("span")
 
     def connect(self, source: str, target: str, kind: EdgeKind) -> None:
         self.graph.add_edge(source, target, kind=kind)

@@ -275,7 +275,7 @@ SCALE = BlockSchema(
         Field("max", IntType(minimum=0), "Most instances.", required=True, example="12"),
         Field(
             "lag_per_instance",
-            IntType(),
+            IntType(minimum=1),
             "Backlog one instance is expected to keep up with; "
             "desired = ceil(backlog / lag_per_instance).",
             default=100,
@@ -419,7 +419,7 @@ POOL = BlockSchema(
     (
         Field(
             "slots",
-            IntType(),
+            IntType(minimum=1),
             "How many attempts may hold a slot at once.",
             required=True,
             example="4",

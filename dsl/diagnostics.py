@@ -97,4 +97,5 @@ CODES: dict[str, str] = {
     "W406": "poll interval longer than cooldown",
     "W407": "literal credential",
     "W408": "unused declaration",
+    "W409": "lint rule failed",
 }

@@ -1,0 +1,182 @@
+"""Reading a flow from disk: the root file and every file it includes.
+
+`include "common.flow"` is resolved relative to the including file and followed
+recursively. A file reached twice (a diamond, or two spellings of one path) is
+read once; a file that includes itself, directly or through others, is an
+include cycle (E111). Problems are collected as diagnostics, never raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ast
+from .diagnostics import Diagnostic
+from .parser import decode_source, parse
+
+__all__ = ["LoadedFlow", "load_flow", "load_source"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFlow:
+    """The files of one flow, parsed.
+
+    `files` holds every file that parsed, root first, then in the order their
+    includes were reached. `blocks` is the flow's blocks in include-expansion
+    order: an `include` stands for the blocks of the file it names, in place.
+    `complete` is false when a file could not be read or parsed, so that later
+    stages do not report the consequences of a missing file as errors of their own.
+    """
+
+    root: str
+    files: tuple[ast.FlowFile, ...]
+    blocks: tuple[ast.Block, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    sources: Mapping[str, str]
+    complete: bool
+
+
+def load_flow(path: str | os.PathLike[str]) -> LoadedFlow:
+    """Read and parse the flow whose root file is `path`, following includes."""
+    root = os.fspath(path)
+    loader = _Loader()
+    try:
+        data = Path(root).read_bytes()
+    except OSError as exc:
+        problem = Diagnostic("E100", f"cannot read `{root}`: {_reason(exc)}", None)
+        return LoadedFlow(root, (), (), (problem,), {}, complete=False)
+    loader.read(root, data)
+    return loader.result(root)
+
+
+def load_source(text: str, path: str = "<string>") -> LoadedFlow:
+    """Parse `text` as the root file `path`; its includes are read from `path`'s folder."""
+    loader = _Loader()
+    loader.enter(path, text)
+    return loader.result(path)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.files: list[ast.FlowFile] = []
+        self.blocks: list[ast.Block] = []
+        self.diagnostics: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+        self.complete = True
+        self._seen: set[str] = set()  # real paths of files already read
+        self._chain: list[tuple[str, str]] = []  # (real path, shown path) of open includes
+
+    def result(self, root: str) -> LoadedFlow:
+        return LoadedFlow(
+            root,
+            tuple(self.files),
+            tuple(self.blocks),
+            tuple(self.diagnostics),
+            dict(self.sources),
+            self.complete,
+        )
+
+    def read(self, shown: str, data: bytes) -> None:
+        """Decode one file's bytes as UTF-8 and enter it."""
+        text, problem = decode_source(data, shown)
+        if problem is not None:
+            self._seen.add(_identity(shown))
+            self.diagnostics.append(problem)
+            self.complete = False
+            # the error is shown against the text, so keep what can be decoded
+            self.sources[shown] = data.decode("utf-8", errors="replace")
+            return
+        self.enter(shown, text)
+
+    def enter(self, shown: str, text: str) -> None:
+        """Parse one file and follow its includes, depth first."""
+        real = _identity(shown)
+        self._seen.add(real)
+        parsed = parse(text, shown)
+        self.diagnostics.extend(parsed.diagnostics)
+        if parsed.file is None:
+            self.complete = False
+            self.sources[shown] = text
+            return
+        self.sources[shown] = parsed.file.source
+        self.files.append(parsed.file)
+        self._chain.append((real, shown))
+        for item in parsed.file.items:
+            if isinstance(item, ast.Block):
+                self.blocks.append(item)
+            else:
+                self._include(shown, item)
+        self._chain.pop()
+
+    def _include(self, including: str, include: ast.Include) -> None:
+        target = include.path.value
+        shown = os.path.normpath(Path(including).parent / target)
+        real = _identity(shown)
+        open_paths = [path for path, _ in self._chain]
+        if real in open_paths:
+            first = open_paths.index(real)
+            chain = " -> ".join(name for _, name in self._chain[first:])
+            self.diagnostics.append(
+                Diagnostic(
+                    "E111",
+                    f"include cycle: {chain} -> {shown}",
+                    include.span,
+                    label="this include closes the cycle",
+                )
+            )
+            self.complete = False
+            return
+        if real in self._seen:
+            return  # already read through another include or another spelling
+        try:
+            data = Path(shown).read_bytes()
+        except OSError as exc:
+            self.complete = False
+            if isinstance(exc, FileNotFoundError):
+                message = f'included file "{target}" not found'
+                label = f"no such file: {shown}"
+            else:
+                message = f'cannot read included file "{target}": {_reason(exc)}'
+                label = None
+            self.diagnostics.append(
+                Diagnostic(
+                    "E110",
+                    message,
+                    include.path.span,
+                    label=label,
+                    help=_similar_file(shown, target),
+                )
+            )
+            return
+        self.read(shown, data)
+
+
+def _identity(path: str) -> str:
+    """One key per file, however it is spelled (relative parts, symbolic links)."""
+    return os.path.realpath(path)
+
+
+def _similar_file(missing: str, written: str) -> str | None:
+    """A `.flow` file next to the missing one whose name is close to it."""
+    try:
+        names = [p.name for p in Path(missing).parent.iterdir() if p.suffix == ".flow"]
+    except OSError:
+        return None
+    close = difflib.get_close_matches(Path(missing).name, names, n=1)
+    if not close:
+        return None
+    return f'did you mean "{(Path(written).parent / close[0]).as_posix()}"?'
