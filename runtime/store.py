@@ -167,27 +167,45 @@ class Store:
         recorded already: the caller must then not start a run, so a restart never
         fires the same instant twice.
         """
+        return self.record_fires(flow, [(job, instant)])[0]
+
+    def record_fires(self, flow: str, fires: Sequence[tuple[str, datetime]]) -> list[bool]:
+        """`record_fire` for several (job, instant) pairs in one transaction.
+
+        The scheduler records every instant due at one wake-up at once: one commit
+        instead of one per job keeps a burst of simultaneous schedules on time.
+        """
         now = utcnow()
         state = t.schedule_state
+        accepted: list[bool] = []
         with self._write() as conn:
-            current = conn.execute(
-                sa.select(state.c.last_fired_at).where(state.c.flow == flow, state.c.job == job)
-            ).scalar()
-            if current is not None and current >= instant:
-                return False
-            if current is None:
-                conn.execute(
-                    sa.insert(state).values(
-                        flow=flow, job=job, last_fired_at=instant, updated_at=now
+            jobs = sorted({job for job, _ in fires})
+            rows = conn.execute(
+                sa.select(state.c.job, state.c.last_fired_at).where(
+                    state.c.flow == flow, state.c.job.in_(jobs)
+                )
+            ).all()
+            last: dict[str, datetime] = {r.job: r.last_fired_at for r in rows}
+            for job, instant in fires:
+                current = last.get(job)
+                if current is not None and current >= instant:
+                    accepted.append(False)
+                    continue
+                if current is None:
+                    conn.execute(
+                        sa.insert(state).values(
+                            flow=flow, job=job, last_fired_at=instant, updated_at=now
+                        )
                     )
-                )
-            else:
-                conn.execute(
-                    sa.update(state)
-                    .where(state.c.flow == flow, state.c.job == job)
-                    .values(last_fired_at=instant, updated_at=now)
-                )
-        return True
+                else:
+                    conn.execute(
+                        sa.update(state)
+                        .where(state.c.flow == flow, state.c.job == job)
+                        .values(last_fired_at=instant, updated_at=now)
+                    )
+                last[job] = instant
+                accepted.append(True)
+        return accepted
 
     # --- runs ------------------------------------------------------------------
 

@@ -224,3 +224,11 @@ def test_trigger_requests_are_claimed_once_in_order(store: Store) -> None:
     assert store.claim_trigger_requests(["f"], orchestrator) == []
     store.link_trigger_request(first, 42)
     assert store.trigger_request_run(first) == (True, 42)
+
+
+def test_record_fires_in_one_batch_follows_the_same_rule(store: Store) -> None:
+    assert store.record_fire("f", "a", T0)
+    later = T0 + timedelta(minutes=1)
+    accepted = store.record_fires("f", [("a", T0), ("b", T0), ("a", later), ("b", T0)])
+    assert accepted == [False, True, True, False]
+    assert store.last_fired("f") == {"a": later, "b": T0}

@@ -1,0 +1,304 @@
+"""When schedules fire: pure functions from a `Schedule` and a window to UTC instants.
+
+`cron(...)` schedules are evaluated on the LOCAL wall clock of the schedule's
+time zone (croniter on naive datetimes), and each wall time is then mapped to an
+instant with zoneinfo. The daylight-saving policy:
+
+- a wall time that does not exist (a spring-forward gap) fires once, at the
+  first instant after the gap; several wall times in one gap, and a wall time
+  at the gap's end, collapse into that one firing;
+- a wall time that happens twice (a fall-back overlap) fires once, at its first
+  occurrence (`fold=0`).
+
+Expressions have 5 fields, or 6 with the sixth being seconds (croniter's
+convention, which compiler/cron.py accepts too); the aliases `@hourly`,
+`@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually` stand for
+their usual 5-field expressions.
+
+`every(D)` schedules fire at the instants `k * D` after the Unix epoch (UTC), so
+they are unaffected by daylight saving and the same on every machine.
+
+Every datetime given or returned is timezone-aware; returned ones are in UTC.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Final
+
+from croniter import croniter
+from tideflow.compiler.ir import FlowIR, Schedule
+
+__all__ = [
+    "ALIASES",
+    "CATCH_UP_POLICIES",
+    "MAX_CATCH_UP",
+    "due_on_start",
+    "fire_times",
+    "next_fire",
+    "upcoming",
+]
+
+logger = logging.getLogger(__name__)
+
+ALIASES: Final = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+CATCH_UP_POLICIES: Final = ("skip", "latest", "all")
+# With catch_up = "all", at most this many missed instants are fired after a
+# restart (the latest ones): a flow that was down for a month with a per-second
+# schedule must not start millions of runs.
+MAX_CATCH_UP: Final = 1000
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+# Walking a cron schedule backwards starts this far past the wall time of the end
+# of the window, so that wall times repeated in an overlap (at most 2 hours in the
+# tz database) are not missed.
+_OVERLAP_MARGIN: Final = timedelta(hours=3)
+
+
+# --- public API ------------------------------------------------------------------------
+
+
+def fire_times(
+    schedule: Schedule, after: datetime, until: datetime | None = None
+) -> Iterator[datetime]:
+    """The instants at which `schedule` fires, strictly after `after` and at most `until`
+    (without end when `until` is None), ascending, each once."""
+    _require_aware(after, "after")
+    if until is not None:
+        _require_aware(until, "until")
+    instants = (
+        _every_ascending(schedule, after)
+        if _kind(schedule) == "every"
+        else _cron_ascending(schedule, after)
+    )
+    if until is None:
+        return instants
+    return itertools.takewhile(lambda instant: instant <= until, instants)
+
+
+def next_fire(schedule: Schedule, after: datetime) -> datetime:
+    """The first instant strictly after `after` at which `schedule` fires.
+
+    Raises ValueError for a schedule that never fires again.
+    """
+    for instant in fire_times(schedule, after):
+        return instant
+    raise ValueError(f"schedule {_describe(schedule)} never fires after {after.isoformat()}")
+
+
+def due_on_start(
+    schedule: Schedule,
+    last_fired: datetime | None,
+    now: datetime,
+    catch_up: str,
+    *,
+    job: str | None = None,
+) -> list[datetime]:
+    """The missed instants in (`last_fired`, `now`] to fire now, ascending.
+
+    `skip`: none. `latest`: the last missed instant only. `all`: every missed
+    instant, at most `MAX_CATCH_UP` of them (the latest; a warning is logged
+    when older ones are dropped). A schedule that never fired (`last_fired` None)
+    missed nothing. `job` only names the job in the warning.
+    """
+    _require_aware(now, "now")
+    if catch_up not in CATCH_UP_POLICIES:
+        raise ValueError(
+            f"unknown catch-up policy `{catch_up}`; expected one of {', '.join(CATCH_UP_POLICIES)}"
+        )
+    if last_fired is None or catch_up == "skip":
+        return []
+    _require_aware(last_fired, "last_fired")
+    if last_fired >= now:
+        return []
+    newest_first = _descending(schedule, now, last_fired)
+    if catch_up == "latest":
+        return list(itertools.islice(newest_first, 1))
+    kept = list(itertools.islice(newest_first, MAX_CATCH_UP + 1))
+    if len(kept) > MAX_CATCH_UP:
+        kept = kept[:MAX_CATCH_UP]
+        logger.warning(
+            "%s missed more than %d instants since %s; firing the latest %d (from %s)",
+            f"job `{job}`" if job else f"schedule {_describe(schedule)}",
+            MAX_CATCH_UP,
+            last_fired.isoformat(),
+            MAX_CATCH_UP,
+            kept[-1].isoformat(),
+        )
+    kept.reverse()
+    return kept
+
+
+def upcoming(
+    flow: FlowIR, start: datetime, until: datetime, jobs: Iterable[str] | None = None
+) -> list[tuple[datetime, str]]:
+    """Every scheduled instant in [`start`, `until`] as (UTC instant, job name), sorted.
+
+    `jobs` limits the listing to those jobs; a name that is not a job of the flow
+    raises ValueError. Jobs without a schedule have no instants.
+    """
+    _require_aware(start, "start")
+    _require_aware(until, "until")
+    known = flow.jobs
+    if jobs is None:
+        names = sorted(known)
+    else:
+        names = sorted(set(jobs))
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(
+                f'unknown job `{unknown[0]}` in flow "{flow.info.name}"'
+                + (f"; jobs: {', '.join(sorted(known))}" if known else "")
+            )
+    listed: list[tuple[datetime, str]] = []
+    for name in names:
+        schedule = known[name].schedule
+        if schedule is not None:
+            # strictly after start - 1µs: start itself is in the window
+            listed.extend((t, name) for t in fire_times(schedule, start - _MICROSECOND, until))
+    listed.sort()
+    return listed
+
+
+# --- every(D) --------------------------------------------------------------------------
+
+
+def _interval_us(schedule: Schedule) -> int:
+    if schedule.interval is None or schedule.interval <= 0:
+        raise ValueError(f"every() schedule needs a positive interval, got {schedule.interval}")
+    step = round(schedule.interval * 1_000_000)
+    if step < 1:
+        raise ValueError(f"every() interval {schedule.interval}s is below a microsecond")
+    return step
+
+
+def _every_ascending(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    step = _interval_us(schedule)
+    k = (after - _EPOCH) // _MICROSECOND // step + 1
+    while True:
+        yield _EPOCH + timedelta(microseconds=k * step)
+        k += 1
+
+
+def _every_descending(schedule: Schedule, before: datetime, after: datetime) -> Iterator[datetime]:
+    step = _interval_us(schedule)
+    k = (before - _EPOCH) // _MICROSECOND // step
+    while True:
+        instant = _EPOCH + timedelta(microseconds=k * step)
+        if instant <= after:
+            return
+        yield instant
+        k -= 1
+
+
+# --- cron ------------------------------------------------------------------------------
+
+
+def _expression(schedule: Schedule) -> str:
+    if schedule.cron is None:
+        raise ValueError("cron schedule without an expression")
+    text = schedule.cron.strip()
+    return ALIASES.get(text, text)
+
+
+@cache
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone `{name}`") from exc
+
+
+def _local_wall(instant: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _cron_ascending(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    zone = _zone(schedule.timezone)
+    # Wall-to-instant mapping never goes backwards, and the wall time of `after`
+    # maps to `after` or earlier (fold=0), so no wall time before it can map past it.
+    walls = croniter(_expression(schedule), _local_wall(after, zone))
+    previous = after
+    while True:
+        instant = wall_to_instant(walls.get_next(datetime), zone)
+        if instant > previous:  # a gap collapses several wall times into one instant
+            previous = instant
+            yield instant
+
+
+def _cron_descending(schedule: Schedule, before: datetime, after: datetime) -> Iterator[datetime]:
+    zone = _zone(schedule.timezone)
+    walls = croniter(_expression(schedule), _local_wall(before, zone) + _OVERLAP_MARGIN)
+    previous: datetime | None = None
+    while True:
+        instant = wall_to_instant(walls.get_prev(datetime), zone)
+        if instant > before or instant == previous:
+            continue
+        if instant <= after:
+            return
+        previous = instant
+        yield instant
+
+
+def _descending(schedule: Schedule, before: datetime, after: datetime) -> Iterator[datetime]:
+    """The instants in (`after`, `before`], newest first."""
+    if _kind(schedule) == "every":
+        return _every_descending(schedule, before, after)
+    return _cron_descending(schedule, before, after)
+
+
+def wall_to_instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    """The UTC instant at which the naive local `wall` time happens in `zone`.
+
+    In an overlap, its first occurrence; in a gap, the first instant after the gap.
+    """
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if _local_wall(first, zone) == wall:
+        return first
+    # In a gap, fold=0 applies the offset from before the gap (an instant after the
+    # transition) and fold=1 the offset from after it (an instant before): the
+    # transition lies between, on a whole second in the tz database.
+    late = int(first.timestamp())
+    early = int(wall.replace(tzinfo=zone, fold=1).astimezone(UTC).timestamp())
+    offset_after = first.astimezone(zone).utcoffset()
+    while late - early > 1:
+        middle = (early + late) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset_after:
+            late = middle
+        else:
+            early = middle
+    return datetime.fromtimestamp(late, UTC)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _require_aware(moment: datetime, name: str) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"`{name}` must be a timezone-aware datetime, got {moment!r}")
+
+
+def _kind(schedule: Schedule) -> str:
+    if schedule.kind not in ("cron", "every"):
+        raise ValueError(f"unknown schedule kind `{schedule.kind}`; expected cron or every")
+    return schedule.kind
+
+
+def _describe(schedule: Schedule) -> str:
+    if schedule.kind == "every":
+        return f"every({schedule.interval}s)"
+    return f'cron("{schedule.cron}") in {schedule.timezone}'
