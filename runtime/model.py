@@ -125,3 +125,58 @@ class LogLine:
     at: datetime
     level: str
     message: str
+
+
+class InstanceStatus(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"  # told to stop: finishing what it holds
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """What a consumer instance reports with each heartbeat."""
+
+    status: InstanceStatus
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    rate: float = 0.0
+    partitions: tuple[int, ...] = ()
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    id: str
+    flow: str
+    consumer: str
+    host: str
+    pid: int | None
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    stats: InstanceStats
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDecisionRow:
+    """One autoscaler decision with everything it was based on."""
+
+    flow: str
+    consumer: str
+    taken_at: datetime
+    backlog: int | None  # None when the reading failed
+    per_partition: dict[int, int]
+    partitions: int | None
+    reading_error: str | None
+    current: int
+    desired: int
+    applied: bool
+    reason: str  # a short machine-readable word, e.g. "scale_up", "hold_cooldown"
+    explanation: str  # "backlog 3,412 / 500 per instance = 7; capped by 6 partitions -> 6"
+    rule: dict[str, Any]
+    id: int | None = None

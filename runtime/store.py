@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -32,9 +32,13 @@ from .model import (
     AttemptStatus,
     ErrorInfo,
     FlowRunRow,
+    InstanceRow,
+    InstanceStats,
+    InstanceStatus,
     JobRunRow,
     LogLine,
     RunStatus,
+    ScaleDecisionRow,
     TriggerKind,
 )
 
@@ -565,6 +569,119 @@ class Store:
             for r in rows
         ]
 
+    # --- consumer instances and scaling ------------------------------------------------
+
+    def instance_started(
+        self, instance_id: str, flow: str, consumer: str, *, pid: int | None = None
+    ) -> None:
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(t.consumer_instances).values(
+                    id=instance_id,
+                    flow=flow,
+                    consumer=consumer,
+                    host=socket.gethostname(),
+                    pid=pid,
+                    status=str(InstanceStatus.STARTING),
+                    started_at=now,
+                    heartbeat_at=now,
+                    handled=0,
+                    failed=0,
+                    dead_lettered=0,
+                    in_flight=0,
+                    rate=0.0,
+                    partitions=[],
+                )
+            )
+
+    def instance_heartbeat(self, instance_id: str, stats: InstanceStats) -> None:
+        """Record an instance's numbers; a final status (stopped, crashed) ends it."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": str(stats.status),
+            "heartbeat_at": now,
+            "handled": stats.handled,
+            "failed": stats.failed,
+            "dead_lettered": stats.dead_lettered,
+            "in_flight": stats.in_flight,
+            "rate": stats.rate,
+            "partitions": list(stats.partitions),
+            "last_error": stats.last_error,
+        }
+        if stats.status in (InstanceStatus.STOPPED, InstanceStatus.CRASHED):
+            values["stopped_at"] = now
+        with self._write() as conn:
+            conn.execute(
+                sa.update(t.consumer_instances)
+                .where(t.consumer_instances.c.id == instance_id)
+                .values(**values)
+            )
+
+    def instances(
+        self,
+        *,
+        flow: str | None = None,
+        consumer: str | None = None,
+        alive_within: float | None = None,
+    ) -> list[InstanceRow]:
+        """Instances, newest first; `alive_within` keeps those not stopped whose last
+        heartbeat is at most that many seconds old."""
+        inst = t.consumer_instances
+        query = sa.select(inst).order_by(inst.c.started_at.desc())
+        if flow is not None:
+            query = query.where(inst.c.flow == flow)
+        if consumer is not None:
+            query = query.where(inst.c.consumer == consumer)
+        if alive_within is not None:
+            cutoff = utcnow() - timedelta(seconds=alive_within)
+            query = query.where(inst.c.stopped_at.is_(None), inst.c.heartbeat_at >= cutoff)
+        with self.engine.connect() as conn:
+            return [_instance(r) for r in conn.execute(query)]
+
+    def record_decision(self, decision: ScaleDecisionRow) -> int:
+        with self._write() as conn:
+            result = conn.execute(
+                sa.insert(t.scale_decisions).values(
+                    flow=decision.flow,
+                    consumer=decision.consumer,
+                    taken_at=decision.taken_at,
+                    backlog=decision.backlog,
+                    per_partition={str(k): v for k, v in decision.per_partition.items()},
+                    partitions=decision.partitions,
+                    reading_error=decision.reading_error,
+                    current=decision.current,
+                    desired=decision.desired,
+                    applied=decision.applied,
+                    reason=decision.reason,
+                    explanation=decision.explanation,
+                    rule=decision.rule,
+                )
+            )
+            return _inserted_id(result)
+
+    def decisions(
+        self,
+        *,
+        flow: str | None = None,
+        consumer: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[ScaleDecisionRow]:
+        """Autoscaler decisions, newest first."""
+        dec = t.scale_decisions
+        query = sa.select(dec).order_by(dec.c.taken_at.desc(), dec.c.id.desc())
+        if flow is not None:
+            query = query.where(dec.c.flow == flow)
+        if consumer is not None:
+            query = query.where(dec.c.consumer == consumer)
+        if since is not None:
+            query = query.where(dec.c.taken_at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_decision(r) for r in conn.execute(query)]
+
     # --- queries ---------------------------------------------------------------
 
     def job_runs(
@@ -745,6 +862,49 @@ def _flow_run(r: Any) -> FlowRunRow:
         started_at=r.started_at,
         finished_at=r.finished_at,
         params=dict(r.params or {}),
+    )
+
+
+def _instance(r: Any) -> InstanceRow:
+    stats = InstanceStats(
+        status=InstanceStatus(r.status),
+        handled=r.handled,
+        failed=r.failed,
+        dead_lettered=r.dead_lettered,
+        in_flight=r.in_flight,
+        rate=r.rate,
+        partitions=tuple(r.partitions or ()),
+        last_error=r.last_error,
+    )
+    return InstanceRow(
+        id=r.id,
+        flow=r.flow,
+        consumer=r.consumer,
+        host=r.host,
+        pid=r.pid,
+        started_at=r.started_at,
+        heartbeat_at=r.heartbeat_at,
+        stopped_at=r.stopped_at,
+        stats=stats,
+    )
+
+
+def _decision(r: Any) -> ScaleDecisionRow:
+    return ScaleDecisionRow(
+        id=r.id,
+        flow=r.flow,
+        consumer=r.consumer,
+        taken_at=r.taken_at,
+        backlog=r.backlog,
+        per_partition={int(k): int(v) for k, v in (r.per_partition or {}).items()},
+        partitions=r.partitions,
+        reading_error=r.reading_error,
+        current=r.current,
+        desired=r.desired,
+        applied=bool(r.applied),
+        reason=r.reason,
+        explanation=r.explanation,
+        rule=dict(r.rule or {}),
     )
 
 

@@ -161,3 +161,48 @@ trigger_requests = sa.Table(
     sa.Column("flow_run_id", sa.Integer),
     sa.Index("ix_trigger_requests_flow_claimed", "flow", "claimed_by"),
 )
+
+# One row per consumer instance (`tideflow worker` process or pod), updated by
+# its heartbeat: what the runtime, the CLI and the dashboard show as "instances".
+consumer_instances = sa.Table(
+    "consumer_instances",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # chosen by the instance (uuid)
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("stopped_at", UTCDateTime),
+    sa.Column("handled", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("dead_lettered", sa.BigInteger, nullable=False),
+    sa.Column("in_flight", sa.Integer, nullable=False),
+    sa.Column("rate", sa.Float, nullable=False),  # messages handled per second, recently
+    sa.Column("partitions", sa.JSON, nullable=False),  # partitions it holds, when known
+    sa.Column("last_error", sa.Text),
+    sa.Index("ix_consumer_instances_flow_consumer", "flow", "consumer"),
+)
+
+# Every autoscaler decision with its inputs, so "why 7 instances now?" has an answer.
+scale_decisions = sa.Table(
+    "scale_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("taken_at", UTCDateTime, nullable=False),
+    sa.Column("backlog", sa.BigInteger),  # None when the reading failed
+    sa.Column("per_partition", sa.JSON, nullable=False),
+    sa.Column("partitions", sa.Integer),
+    sa.Column("reading_error", sa.Text),
+    sa.Column("current", sa.Integer, nullable=False),
+    sa.Column("desired", sa.Integer, nullable=False),
+    sa.Column("applied", sa.Boolean, nullable=False),  # the scaler was told to change
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),  # the arithmetic, in words
+    sa.Column("rule", sa.JSON, nullable=False),
+    sa.Index("ix_scale_decisions_flow_consumer_taken", "flow", "consumer", "taken_at"),
+)

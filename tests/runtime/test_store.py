@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -232,3 +233,59 @@ def test_record_fires_in_one_batch_follows_the_same_rule(store: Store) -> None:
     accepted = store.record_fires("f", [("a", T0), ("b", T0), ("a", later), ("b", T0)])
     assert accepted == [False, True, True, False]
     assert store.last_fired("f") == {"a": later, "b": T0}
+
+
+def test_consumer_instances_report_and_stop(store: Store) -> None:
+    from tideflow.runtime.model import InstanceStats, InstanceStatus
+
+    store.instance_started("i-1", "f", "workers", pid=10)
+    store.instance_started("i-2", "f", "workers", pid=11)
+    store.instance_heartbeat(
+        "i-1",
+        InstanceStats(
+            InstanceStatus.RUNNING, handled=500, in_flight=20, rate=250.0, partitions=(0, 2)
+        ),
+    )
+    store.instance_heartbeat("i-2", InstanceStats(InstanceStatus.STOPPED, handled=7))
+
+    alive = store.instances(flow="f", consumer="workers", alive_within=60)
+    assert [(i.id, i.stats.handled, i.stats.partitions) for i in alive] == [("i-1", 500, (0, 2))]
+    everyone = {i.id: i for i in store.instances(consumer="workers")}
+    assert everyone["i-2"].stopped_at is not None
+    assert everyone["i-2"].stats.status is InstanceStatus.STOPPED
+
+
+def test_scale_decisions_keep_their_inputs(store: Store) -> None:
+    from tideflow.runtime.model import ScaleDecisionRow
+
+    decision = ScaleDecisionRow(
+        flow="f",
+        consumer="workers",
+        taken_at=T0,
+        backlog=3412,
+        per_partition={0: 3000, 5: 412},
+        partitions=6,
+        reading_error=None,
+        current=2,
+        desired=6,
+        applied=True,
+        reason="scale_up",
+        explanation="backlog 3,412 / 500 per instance = 7; capped by 6 partitions -> 6",
+        rule={"max": 12, "lag_per_instance": 500},
+    )
+    decision_id = store.record_decision(decision)
+    later = dataclasses.replace(
+        decision,
+        taken_at=T0 + timedelta(seconds=2),
+        backlog=None,
+        per_partition={},
+        reading_error="timeout",
+        desired=6,
+        applied=False,
+        reason="hold_failed_reading",
+    )
+    store.record_decision(later)
+
+    newest, oldest = store.decisions(flow="f", consumer="workers")
+    assert oldest == dataclasses.replace(decision, id=decision_id)
+    assert newest.reading_error == "timeout" and newest.backlog is None
