@@ -1,8 +1,13 @@
-"""Suite-wide settings: skips are failures unless explicitly allowed.
+"""Suite-wide settings.
 
-A test may skip only when a service it needs cannot be reached; `make test`
-must then fail loudly rather than pass quietly (set TIDEFLOW_ALLOW_SKIPS=1 to
-accept skips on a machine without the services).
+- Plugins installed in the environment are not auto-loaded: a test must not
+  depend on which third-party packages happen to be installed. Tests of the
+  entry-point path (and the Redis plugin's end-to-end test) turn it back on
+  with `monkeypatch.delenv("TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD")`.
+- Skips are failures unless explicitly allowed. A test may skip only when a
+  service it needs cannot be reached; `make test` must then fail loudly rather
+  than pass quietly (set TIDEFLOW_ALLOW_SKIPS=1 to accept skips on a machine
+  without the services).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+os.environ["TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

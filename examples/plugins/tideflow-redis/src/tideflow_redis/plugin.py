@@ -1,0 +1,15 @@
+"""The module tideflow loads through the `tideflow` entry point: it registers the
+broker and nothing else (the class does the work)."""
+
+from __future__ import annotations
+
+from tideflow.plugins import BackendRegistry, Broker
+
+import tideflow
+
+from .broker import RedisBroker
+
+
+@tideflow.hookimpl
+def tideflow_register_brokers(registry: BackendRegistry[Broker]) -> None:
+    registry.register(RedisBroker)

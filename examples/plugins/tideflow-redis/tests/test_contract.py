@@ -1,0 +1,9 @@
+"""tideflow's broker contract, run against a real Redis server."""
+
+from __future__ import annotations
+
+from tideflow.testing import BrokerContract
+
+
+class TestRedisBrokerContract(BrokerContract):
+    pass

@@ -1,0 +1,99 @@
+"""tideflow's pytest plugin (entry point `pytest11`): the backend contract suite.
+
+A package providing a broker enables the suite with a fixture and a subclass::
+
+    # conftest.py
+    import pytest
+    from tideflow_redis import RedisBroker
+
+    @pytest.fixture
+    def tideflow_broker_factory(redis_prefix):
+        return lambda topics: RedisBroker({"url": URL, "key_prefix": redis_prefix}, topics)
+
+    # test_contract.py
+    from tideflow.testing import BrokerContract
+
+    class TestRedisBroker(BrokerContract):
+        pass
+
+This module is loaded by every pytest run in an environment where tideflow is
+installed, so it stays light: the suite itself (`tideflow.testing.contract`)
+is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+
+# the suite's asserts should explain themselves in third parties' runs too
+pytest.register_assert_rewrite("tideflow.testing.contract")
+
+if TYPE_CHECKING:
+    from .contract import (
+        BrokerContract,
+        BrokerFactory,
+        ScalerContract,
+        ScalerFactory,
+        receive,
+        unique_name,
+    )
+
+__all__ = [
+    "BrokerContract",
+    "BrokerFactory",
+    "ScalerContract",
+    "ScalerFactory",
+    "receive",
+    "tideflow_broker_factory",
+    "tideflow_contract_timeout",
+    "tideflow_quiet_period",
+    "tideflow_scaler_factory",
+    "unique_name",
+]
+
+_CONTRACT_NAMES = frozenset(
+    {"BrokerContract", "BrokerFactory", "ScalerContract", "ScalerFactory", "receive", "unique_name"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACT_NAMES:
+        from . import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _missing(fixture: str, contract: str, returns: str) -> NoReturn:
+    pytest.fail(
+        f"{contract} needs a `{fixture}` fixture (in conftest.py) returning {returns}; "
+        "see docs/plugins.md",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def tideflow_broker_factory() -> BrokerFactory:
+    """Override in conftest.py: a callable taking topic records, returning a broker."""
+    _missing("tideflow_broker_factory", "BrokerContract", "a callable(topics) -> Broker")
+
+
+@pytest.fixture
+def tideflow_scaler_factory() -> ScalerFactory:
+    """Override in conftest.py: a callable taking nothing, returning a scaler."""
+    _missing("tideflow_scaler_factory", "ScalerContract", "a callable() -> Scaler")
+
+
+@pytest.fixture
+def tideflow_contract_timeout() -> float:
+    """Longest the suite waits for something that must happen, in seconds."""
+    return 15.0
+
+
+@pytest.fixture
+def tideflow_quiet_period() -> float:
+    """How long nothing must happen for the suite to conclude it never will (seconds);
+    keep it above the redelivery delay of the backend's test configuration."""
+    return 2.0
