@@ -22,7 +22,8 @@ class RunStatus(enum.StrEnum):
     RETRYING = "retrying"  # an attempt failed; waiting for the backoff to pass
     SUCCESS = "success"
     FAILED = "failed"
-    SKIPPED = "skipped"  # its trigger rule can no longer be satisfied
+    SKIPPED = "skipped"  # its trigger rule can no longer be satisfied, and nothing failed
+    UPSTREAM_FAILED = "upstream_failed"  # not started: a dependency it needed failed
     CANCELLED = "cancelled"
 
     @property
@@ -94,6 +95,7 @@ class JobRunRow:
     finished_at: datetime | None
     attempts: int
     cancel_requested: bool = False
+    note: str | None = None  # why it ended without an attempt (skipped, upstream failed, ...)
 
     @property
     def duration(self) -> float | None:

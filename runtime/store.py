@@ -281,16 +281,37 @@ class Store:
             )
 
     def set_job_run_status(
-        self, job_run_id: int, status: RunStatus, at: datetime | None = None
+        self,
+        job_run_id: int,
+        status: RunStatus,
+        at: datetime | None = None,
+        *,
+        note: str | None = None,
     ) -> None:
+        """Set a job run's state; `note` says why when it ends without an attempt."""
         at = at or utcnow()
         values: dict[str, Any] = {"status": str(status)}
         if status.finished:
             values["finished_at"] = at
+        if note is not None:
+            values["note"] = note
         with self._write() as conn:
             conn.execute(
                 sa.update(t.job_runs).where(t.job_runs.c.id == job_run_id).values(**values)
             )
+
+    def unfinished_flow_runs(self, flows: Sequence[str]) -> list[FlowRunRow]:
+        """Flow runs of these flows that have not finished, oldest first (to resume them
+        at start-up: runs whose jobs waited for dependencies, backoffs or slots)."""
+        finished = [str(s) for s in RunStatus if s.finished]
+        runs = t.flow_runs
+        query = (
+            sa.select(runs)
+            .where(runs.c.flow.in_(list(flows)), runs.c.status.not_in(finished))
+            .order_by(runs.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_flow_run(r) for r in conn.execute(query)]
 
     def start_attempt(
         self,
@@ -847,6 +868,7 @@ def _job_run(r: Any) -> JobRunRow:
         finished_at=r.finished_at,
         attempts=r.attempts,
         cancel_requested=bool(r.cancel_requested),
+        note=r.note,
     )
 
 

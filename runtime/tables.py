@@ -84,6 +84,7 @@ job_runs = sa.Table(
     sa.Column("finished_at", UTCDateTime),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("note", sa.Text),  # why it ended without an attempt
     sa.Index("ix_job_runs_flow_job_created", "flow", "job", "created_at"),
     sa.Index("ix_job_runs_status", "status"),
     sa.Index("ix_job_runs_created_at", "created_at"),

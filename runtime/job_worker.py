@@ -1,0 +1,268 @@
+"""A worker process: runs Python job attempts, one at a time, for the orchestrator.
+
+Started as `python -m tideflow.runtime.job_worker --requests R --results W
+--logs L`, unbuffered (PYTHONUNBUFFERED=1), in a session (process group) of its
+own. The orchestrator writes requests to fd R and reads replies from fd W: each
+a 4-byte big-endian length and a pickle. fd 1 and fd 2 are files the
+orchestrator gives it, truncated before each attempt, so whatever the attempt
+writes there (Python, C code, subprocesses) is captured, and survives a crash.
+Records logged through the context's logger go, as JSON lines `[time, level,
+message]`, to fd L, another such file. The worker exits when the request pipe
+closes.
+
+Request: dict with target ("module:function"), run_id, flow, job, attempt,
+scheduled_at, params, env, publishes, publisher (factory path and a
+`{topic: flow_ir_json}` map, or None) and sys_path (directories to import from).
+Reply: dict with ok (bool), error (the ErrorInfo fields as a tuple, or None)
+and exit_code (for `sys.exit` with a non-zero code, else None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import os
+import pickle
+import struct
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from .context import JobContext, Publisher, load_object
+
+HEADER: Final = struct.Struct(">I")
+JOB_LOGGER: Final = "tideflow.job"
+
+ErrorFields = tuple[str, str, str, str | None, str | None]
+
+
+# --- framing (shared with the orchestrator's side, worker_pool) -----------------------
+
+
+def encode_frame(message: object) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> Any | None:
+    """The next message on `fd`, or None at end of file."""
+    header = _read_exact(fd, HEADER.size)
+    if header is None:
+        return None
+    body = _read_exact(fd, HEADER.unpack(header)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def qualified_name(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def error_fields(exc: BaseException) -> ErrorFields:
+    """Type, message, traceback, and the innermost frame ("module.function", "file:line")."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next  # the worker's own frames say nothing about the job
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    function = location = None
+    innermost = None
+    # the innermost frame, unless it is the runtime's own (`ctx.publish` refusing a
+    # topic): then the job's frame that called into the runtime says more
+    while tb is not None:
+        if innermost is None or not tb.tb_frame.f_globals.get("__name__", "").startswith(
+            "tideflow.runtime."
+        ):
+            innermost = tb
+        tb = tb.tb_next
+    if innermost is not None:
+        frame = innermost.tb_frame
+        module = frame.f_globals.get("__name__", "?")
+        function = f"{module}.{frame.f_code.co_qualname}"
+        location = f"{frame.f_code.co_filename}:{innermost.tb_lineno}"
+    return qualified_name(type(exc)), str(exc), text, function, location
+
+
+# --- logging --------------------------------------------------------------------------
+
+
+class _RecordWriter(logging.Handler):
+    """Writes each record as a JSON line to the log file at once (a crash keeps it)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.fd = fd
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = json.dumps([record.created, record.levelname, self.format(record)])
+            write_all(self.fd, line.encode() + b"\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _job_logger(logs_fd: int) -> logging.Logger:
+    parent = logging.getLogger(JOB_LOGGER)
+    parent.setLevel(logging.DEBUG)
+    parent.propagate = False  # the records belong to the attempt, not to stderr
+    parent.addHandler(_RecordWriter(logs_fd))
+    return parent
+
+
+# --- one attempt ----------------------------------------------------------------------
+
+
+class _Publishers:
+    """Publishers kept across attempts (connections are reused), built on first use."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, str], Publisher] = {}
+
+    def getter(self, factory_path: str, specs: Mapping[str, str]) -> Callable[[str], Publisher]:
+        def publisher_for(topic: str) -> Publisher:
+            spec = specs[topic]
+            found = self._built.get((factory_path, spec))
+            if found is None:
+                factory = load_object(factory_path)
+                found = self._built[(factory_path, spec)] = factory(spec, topic)
+            return found
+
+        return publisher_for
+
+
+_TAKES_CONTEXT: dict[Callable[..., Any], bool] = {}
+
+
+def _takes_context(function: Callable[..., Any]) -> bool:
+    known = _TAKES_CONTEXT.get(function)
+    if known is None:
+        try:
+            params = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature
+            known = True
+        else:
+            known = any(
+                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                for p in params
+            )
+        _TAKES_CONTEXT[function] = known
+    return known
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _flush_c_stdio() -> None:
+    """Flush C stdio buffers so output written by C code lands in this attempt."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
+
+
+def run_attempt(
+    request: Mapping[str, Any], logger: logging.Logger, pubs: _Publishers
+) -> dict[str, Any]:
+    """Run one attempt and say how it went; never raises for the job's failures."""
+    for directory in request.get("sys_path", ()):
+        if directory not in sys.path:
+            sys.path.append(directory)
+    env: Mapping[str, str] = request.get("env", {})
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    publisher = request.get("publisher")
+    context = JobContext(
+        run_id=request["run_id"],
+        flow=request["flow"],
+        job=request["job"],
+        attempt=request["attempt"],
+        scheduled_at=request.get("scheduled_at"),
+        params=request.get("params", {}),
+        logger=logger.getChild(request["job"]),
+        env=env,
+        publishes=request.get("publishes", ()),
+        publisher_for=pubs.getter(*publisher) if publisher else None,
+    )
+    reply: dict[str, Any] = {"ok": True, "error": None, "exit_code": None}
+    try:
+        function = load_object(request["target"])
+        result = function(context) if _takes_context(function) else function()
+        if inspect.isawaitable(result):
+            import asyncio  # only async jobs pay for it
+
+            asyncio.run(_await(result))
+        context.flush()
+    except SystemExit as exc:
+        code = exc.code
+        if code not in (None, 0):
+            reply = {
+                "ok": False,
+                "error": error_fields(exc),
+                "exit_code": code if isinstance(code, int) else 1,
+            }
+    except BaseException as exc:
+        reply = {"ok": False, "error": error_fields(exc), "exit_code": None}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # the job closed or broke it
+                stream.flush()
+        _flush_c_stdio()
+    return reply
+
+
+def serve(requests_fd: int, results_fd: int, logs_fd: int) -> None:
+    """Answer requests until the request pipe closes."""
+    for fd in (requests_fd, results_fd, logs_fd):
+        os.set_inheritable(fd, False)  # subprocesses of a job must not hold our pipes
+    logger = _job_logger(logs_fd)
+    publishers = _Publishers()
+    while True:
+        request = read_frame(requests_fd)
+        if request is None:
+            return
+        write_all(results_fd, encode_frame(run_attempt(request, logger, publishers)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tideflow.runtime.job_worker")
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--results", type=int, required=True)
+    parser.add_argument("--logs", type=int, required=True)
+    args = parser.parse_args(argv)
+    serve(args.requests, args.results, args.logs)
+
+
+if __name__ == "__main__":
+    main()
