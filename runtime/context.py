@@ -176,35 +176,14 @@ def publishing_ir_json(flow: FlowIR, topic: str) -> str:
 def make_publisher(flow_ir_json: str, topic: str) -> Publisher:
     """The default factory: the broker plugin named by the topic's broker block, with
     its `env()`/`secret()` options read from this process's environment."""
-    from pathlib import Path
-
     from tideflow.compiler.irjson import from_json
-    from tideflow.plugins import BackendContext, load_plugins
+
+    from .backends import open_topic_broker
 
     flow = from_json(json.loads(flow_ir_json))
-    record = flow.topics.get(topic)
-    if record is None:
+    if topic not in flow.topics:
         raise PublishError(f'topic `{topic}` is not defined in flow "{flow.info.name}"')
-    broker = flow.brokers[record.broker]
-    options = _resolved(broker.options, f'broker "{broker.name}"')
-    broker_class = load_plugins().broker_class(broker.kind)
-    source = Path(flow.info.source) if flow.info.source else None
-    context = BackendContext(block=broker.name, source=source)
-    return BrokerPublisher(broker_class(options, [record], context=context))
-
-
-def _resolved(value: Any, where: str) -> Any:
-    from tideflow.compiler.ir import EnvRef, SecretRef
-
-    from .secrets import resolve_value
-
-    if isinstance(value, EnvRef | SecretRef):
-        return resolve_value(value, where)
-    if isinstance(value, Mapping):
-        return {key: _resolved(item, where) for key, item in value.items()}
-    if isinstance(value, tuple | list):
-        return [_resolved(item, where) for item in value]
-    return value
+    return BrokerPublisher(open_topic_broker(flow, topic))
 
 
 class BrokerPublisher:
