@@ -54,7 +54,10 @@ __all__ = [
 # this order, before any installed plugin. Each entry is a module implementing
 # some of the `tideflow_register_*` hooks; the built-in brokers, scalers and
 # notifiers join this tuple as they are implemented.
-DEFAULT_PLUGINS: tuple[str, ...] = ("tideflow.plugins.embedded_broker",)
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "tideflow.plugins.embedded_broker",
+    "tideflow.plugins.notifiers",
+)
 
 ENTRY_POINT_GROUP = "tideflow"
 DISABLE_AUTOLOAD_ENV = "TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD"
