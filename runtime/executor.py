@@ -438,7 +438,8 @@ class Executor:
         ids = self.store.create_job_runs(
             run_id, self.name, [node.name], trigger, scheduled_at=scheduled_at
         )
-        self.store.set_job_run_status(ids[node.name], RunStatus.SKIPPED)
+        note = f"flow run {busy_id} of this job was still going (overlap = skip)"
+        self.store.set_job_run_status(ids[node.name], RunStatus.SKIPPED, note=note)
         self.store.set_flow_run_status(run_id, RunStatus.SKIPPED)
         log.info(
             'flow run %d of job "%s" skipped: flow run %d of that job is unfinished '
@@ -998,8 +999,12 @@ class Executor:
 
     # -- recovery --
 
-    async def recover(self, lost: Sequence[AttemptRow]) -> list[int]:
-        """Resume the flow runs of attempts found lost at start-up (`Store.mark_lost`).
+    async def recover(
+        self, lost: Sequence[AttemptRow], unfinished: Iterable[int] = ()
+    ) -> list[int]:
+        """Resume the flow runs of attempts found lost at start-up (`Store.mark_lost`),
+        and the `unfinished` flow runs (`Store.unfinished_flow_runs`) that had no
+        attempt running: jobs waiting for dependencies, a backoff or a slot.
 
         A lost attempt counts as a failed one: its job run is retried per its policy
         (after the policy's backoff) or, with no attempts left, fails. The rest of
@@ -1017,6 +1022,8 @@ class Executor:
             if row is None or row.flow != self.name:
                 continue
             by_flow_run[row.flow_run_id].append(attempt)
+        for flow_run_id in unfinished:
+            by_flow_run.setdefault(flow_run_id, [])
         resumed: list[int] = []
         for flow_run_id, attempts in sorted(by_flow_run.items()):
             if flow_run_id in self._runs:

@@ -548,6 +548,27 @@ class Store:
                 .values(stopped_at=utcnow())
             )
 
+    def live_orchestrators(self, flows: Sequence[str], within: float) -> list[dict[str, Any]]:
+        """Orchestrators not stopped, whose heartbeat is at most `within` seconds old,
+        that run any of `flows` (to refuse running a flow twice)."""
+        orch = t.orchestrators
+        cutoff = utcnow() - timedelta(seconds=within)
+        query = sa.select(orch).where(orch.c.stopped_at.is_(None), orch.c.heartbeat_at >= cutoff)
+        wanted = set(flows)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "id": r.id,
+                "host": r.host,
+                "pid": r.pid,
+                "flows": sorted(wanted & set(r.flows)),
+                "heartbeat_at": r.heartbeat_at,
+            }
+            for r in rows
+            if wanted & set(r.flows)
+        ]
+
     def last_heartbeat(self) -> datetime | None:
         with self.engine.connect() as conn:
             value: datetime | None = conn.execute(

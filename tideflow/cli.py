@@ -31,9 +31,18 @@ from tideflow import __version__
 
 if TYPE_CHECKING:
     from tideflow.compiler import CompileResult
+    from tideflow.compiler.ir import FlowIR
     from tideflow.dsl.diagnostics import Diagnostic
 
-__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "LAZY_COMMANDS", "main"]
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "LAZY_COMMANDS",
+    "load_flow",
+    "main",
+]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
@@ -46,6 +55,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "runs": "tideflow.cli_runtime:runs_command",
     "logs": "tideflow.cli_runtime:logs_command",
     "cancel": "tideflow.cli_runtime:cancel_command",
+    "run": "tideflow.cli_run:run_command",
+    "trigger": "tideflow.cli_run:trigger_command",
+    "status": "tideflow.cli_run:status_command",
+    "upcoming": "tideflow.cli_run:upcoming_command",
 }
 """Commands defined in other modules, loaded on first use (keeps `tideflow lint` fast)."""
 
@@ -298,6 +311,16 @@ def _compile(path: str) -> CompileResult:
     plugins = installed_plugins()
     _warn_plugin_problems(tuple(str(problem) for problem in plugins.problems))
     return compile_flow(path, catalog=plugins.catalog, rules=plugins.lint_rules)
+
+
+def load_flow(file: str) -> FlowIR:
+    """Compile FILE for a command that runs it (run, worker, trigger, ...): warnings and
+    errors go to stderr; errors exit 1, a missing or unreadable file exits 2."""
+    result = _compile(_single_input(file))
+    _show_diagnostics(result.diagnostics, result.sources, [file], _stderr())
+    if result.ir is None or result.errors:
+        sys.exit(EXIT_PROBLEMS)
+    return result.ir
 
 
 @functools.cache

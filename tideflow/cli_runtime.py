@@ -136,6 +136,15 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for tables: the terminal's width, or a wide page when piped (so
+    that `tideflow runs | grep failed` sees whole rows)."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=160)
+    return console
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
@@ -196,7 +205,7 @@ def runs_command(
     if output_format == "json":
         emit_json({"runs": rows})
         return
-    console = Console()
+    console = make_console()
     if not rows:
         console.print("no runs match" + (f" (since {since})" if since else ""))
         return
@@ -251,7 +260,7 @@ def logs_command(
             }
         )
         return
-    console = Console(highlight=False)
+    console = make_console()
     header = Text(f"run {run.id}  {run.flow}.{run.job}  ")
     header.append_text(status_text(run.status.value))
     header.append(f"  trigger {run.trigger.value}")

@@ -1,0 +1,263 @@
+"""The orchestrator: what `tideflow run` runs for one or more compiled flows.
+
+At start-up it refuses to run a flow another live orchestrator is running,
+registers itself, saves each flow's IR (the dashboard draws it), ensures every
+topic and consumer group on its broker, and recovers what a previous
+orchestrator left: attempts still marked running are marked lost and retried
+per their policy, and unfinished flow runs resume. Then, per flow, the
+scheduler fires schedules into the executor, manual triggers (claimed from the
+store, where `tideflow trigger` and the dashboard leave them) go the same way,
+and run events reach the flow's notify blocks.
+
+`run(stop)` returns after `stop` is set and everything has stopped: no new
+starts; running attempts get `grace` seconds, then are killed and recorded as
+interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tideflow.compiler.ir import FlowIR
+from tideflow.compiler.irjson import to_json
+from tideflow.plugins import BackendError
+
+from .backends import open_broker
+from .clock import Clock, SystemClock
+from .executor import Executor, RunRequest
+from .notify import Notifications
+from .scheduler import FireRequest, Scheduler
+from .secrets import UnresolvedValueError
+from .store import Store
+
+log = logging.getLogger("tideflow.orchestrator")
+
+# An orchestrator whose heartbeat is older than this is taken for dead.
+LIVE_WITHIN_SECONDS = 30.0
+HEARTBEAT_SECONDS = 1.0
+
+
+def _tideflow_process(pid: int) -> bool:
+    """Whether `pid` is a running tideflow process on this machine."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True  # no /proc: alive, and we cannot tell what it runs
+    return b"tideflow" in cmdline
+
+
+class OrchestratorError(Exception):
+    """The orchestrator cannot start; the message says why and what to do."""
+
+
+@dataclass
+class _FlowRuntime:
+    flow: FlowIR
+    executor: Executor
+    notifications: Notifications
+    scheduler: Scheduler | None = None
+
+
+@dataclass
+class Orchestrator:
+    """Runs `flows` against `store` until `run(stop)` sees `stop` set."""
+
+    flows: Sequence[FlowIR]
+    store: Store
+    grace: float = 30.0
+    trigger_poll: float = 0.5
+    clock: Clock = field(default_factory=SystemClock)
+    executor_options: Mapping[str, Any] = field(default_factory=dict)
+    on_started: Callable[[Orchestrator], None] | None = None
+    id: int | None = None
+    runtimes: dict[str, _FlowRuntime] = field(default_factory=dict)
+    _last_heartbeat: float = 0.0
+
+    @property
+    def names(self) -> list[str]:
+        return [flow.info.name for flow in self.flows]
+
+    def next_fires(self) -> dict[tuple[str, str], datetime]:
+        """The next instant of every scheduled job, by (flow, job)."""
+        fires: dict[tuple[str, str], datetime] = {}
+        for name, runtime in self.runtimes.items():
+            if runtime.scheduler is not None:
+                for job, instant in runtime.scheduler.next_fires().items():
+                    fires[(name, job)] = instant
+        return fires
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._check_can_start()
+        self.id = self.store.register_orchestrator(self.names)
+        log.info("orchestrator %d started for %s", self.id, ", ".join(self.names))
+        try:
+            for flow in self.flows:
+                self.store.save_flow(flow.info.name, flow.info.source, to_json(flow))
+                await self._ensure_topics(flow)
+            for flow in self.flows:
+                self._start_flow(flow)
+            await self._recover()
+            for runtime in self.runtimes.values():
+                if runtime.scheduler is not None:
+                    runtime.scheduler.start()
+            if self.on_started is not None:
+                self.on_started(self)
+            await self._serve_triggers(stop)
+        finally:
+            await self._shutdown()
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def _check_can_start(self) -> None:
+        names = self.names
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise OrchestratorError(f"flow names must differ; given twice: {', '.join(twice)}")
+        for other in self.store.live_orchestrators(names, LIVE_WITHIN_SECONDS):
+            if other["host"] == socket.gethostname() and not _tideflow_process(other["pid"]):
+                # killed (SIGKILL, a crash) moments ago: its heartbeat is fresh, its
+                # process is gone
+                self.store.orchestrator_stopped(other["id"])
+                continue
+            age = time.time() - other["heartbeat_at"].timestamp()
+            raise OrchestratorError(
+                f"flow {', '.join(repr(f) for f in other['flows'])} is already run by "
+                f"orchestrator {other['id']} (pid {other['pid']} on {other['host']}, last "
+                f"heartbeat {age:.0f}s ago); stop it first"
+            )
+
+    async def _ensure_topics(self, flow: FlowIR) -> None:
+        """Create topics and consumer groups up front, so that a group's backlog counts
+        every message published from now on."""
+        groups: dict[str, list[str]] = {}
+        for consumer in flow.consumers.values():
+            groups.setdefault(consumer.consumes, []).append(consumer.group)
+        for broker_name in flow.brokers:
+            if not any(t.broker == broker_name for t in flow.topics.values()):
+                continue
+            try:
+                async with open_broker(flow, broker_name) as broker:
+                    await broker.ensure_topics(groups)
+            except (BackendError, UnresolvedValueError, OSError) as exc:
+                log.warning(
+                    'broker "%s" of flow "%s" is not ready (%s); jobs that publish to it fail '
+                    "until it is",
+                    broker_name,
+                    flow.info.name,
+                    exc,
+                )
+
+    def _start_flow(self, flow: FlowIR) -> None:
+        notifications = Notifications(flow)
+        executor = Executor(
+            flow,
+            self.store,
+            notify=notifications.deliver,
+            orchestrator_id=self.id,
+            **dict(self.executor_options),
+        )
+        executor.start()
+        runtime = _FlowRuntime(flow, executor, notifications)
+        if any(job.schedule is not None for job in flow.jobs.values()):
+            runtime.scheduler = Scheduler(
+                flow,
+                self.store,
+                self.clock,
+                self._fire,
+                on_tick=self._tick,
+                max_sleep=5.0,
+            )
+        self.runtimes[flow.info.name] = runtime
+
+    async def _recover(self) -> None:
+        lost = self.store.mark_lost(self.names, except_orchestrator=self.id)
+        unfinished = self.store.unfinished_flow_runs(self.names)
+        for name, runtime in self.runtimes.items():
+            flow_runs = [r.id for r in unfinished if r.flow == name]
+            resumed = await runtime.executor.recover(lost, flow_runs)
+            if resumed:
+                log.warning(
+                    'flow "%s": resumed %d run(s) left unfinished by a previous orchestrator',
+                    name,
+                    len(resumed),
+                )
+        if lost:
+            log.warning(
+                "%d attempt(s) were running when the last orchestrator died: lost", len(lost)
+            )
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _fire(self, request: FireRequest) -> None:
+        runtime = self.runtimes[request.flow]
+        await runtime.executor.submit(request)
+
+    def _tick(self, now: datetime) -> None:
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        if self.id is None:
+            return
+        moment = time.monotonic()
+        if moment - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = moment
+            self.store.heartbeat(self.id)
+
+    async def _serve_triggers(self, stop: asyncio.Event) -> None:
+        """Claim manual triggers from the store until `stop` is set."""
+        assert self.id is not None
+        while not stop.is_set():
+            self._heartbeat()
+            for request in self.store.claim_trigger_requests(self.names, self.id):
+                runtime = self.runtimes[request.flow]
+                if request.job not in runtime.flow.jobs:
+                    log.warning(
+                        'trigger request %d names job "%s", which flow "%s" no longer has',
+                        request.id,
+                        request.job,
+                        request.flow,
+                    )
+                    continue
+                flow_run = await runtime.executor.submit(
+                    RunRequest(request.job, request.trigger, params=request.params)
+                )
+                self.store.link_trigger_request(request.id, flow_run)
+                log.info(
+                    'flow "%s": %s trigger of job "%s" by %s -> flow run %d',
+                    request.flow,
+                    request.trigger,
+                    request.job,
+                    request.requested_by,
+                    flow_run,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.trigger_poll)
+
+    async def _shutdown(self) -> None:
+        for runtime in self.runtimes.values():
+            if runtime.scheduler is not None:
+                await runtime.scheduler.aclose()
+        await asyncio.gather(
+            *(runtime.executor.shutdown(self.grace) for runtime in self.runtimes.values())
+        )
+        for runtime in self.runtimes.values():
+            await runtime.notifications.aclose()
+        if self.id is not None:
+            self.store.orchestrator_stopped(self.id)
+            log.info("orchestrator %d stopped", self.id)

@@ -1,0 +1,253 @@
+"""`tideflow run | trigger | status | upcoming` as a user runs them: real processes,
+a real SQLite state store, SIGTERM and SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tideflow.runtime.model import AttemptStatus, RunStatus
+from tideflow.runtime.store import Store
+
+TIDEFLOW = [sys.executable, "-m", "tideflow"]
+
+JOBS = """
+import os, pathlib, time
+
+def tick(ctx):
+    ctx.logger.info("tick at %s", ctx.scheduled_at)
+
+def slow(ctx):
+    pathlib.Path(ctx.params["started"]).write_text(str(os.getpid()))
+    time.sleep(float(ctx.params.get("seconds", 60)))
+
+def hello(ctx):
+    print("hello", ctx.params.get("who", "nobody"))
+"""
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+class Project:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = f"sqlite:///{root / 'state.db'}"
+        self.processes: list[subprocess.Popen[str]] = []
+        (root / "testjobs.py").write_text(JOBS)
+
+    def flow(self, body: str, name: str = "demo") -> Path:
+        path = self.root / f"{name}.flow"
+        path.write_text(f'flow "{name}" {{ timezone = "UTC" }}\n' + textwrap.dedent(body))
+        return path
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIDEFLOW, *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "TIDEFLOW_STATE": self.state},
+        )
+
+    def start(self, flow: Path, *extra: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [*TIDEFLOW, "run", str(flow), "--no-live", *extra],
+            cwd=self.root,
+            env={**os.environ, "TIDEFLOW_STATE": self.state},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def store(self) -> Store:
+        return Store.open(self.state)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    made = Project(tmp_path)
+    yield made
+    for process in made.processes:  # whatever a failed test left running
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    return output
+
+
+def test_run_fires_schedules_and_stops_gracefully(project: Project) -> None:
+    flow = project.flow("""
+        job "tick" {
+          schedule = every(1s)
+          run      = "testjobs:tick"
+        }
+        job "after" {
+          after = [job.tick]
+          run   = "testjobs:hello"
+        }
+    """)
+    process = project.start(flow)
+    with project.store() as store:
+        wait_until(lambda: len(store.job_runs(job="after", status=RunStatus.SUCCESS)) >= 2)
+    output = stop(process)
+    assert process.returncode == 0, output
+    assert "demo.tick run" in output and "success" in output
+    assert "Traceback" not in output
+    with project.store() as store:
+        instants = [r.scheduled_at for r in store.job_runs(job="tick", limit=None)]
+        assert len(instants) == len(set(instants))  # each instant once
+        assert all(i is not None and i.microsecond == 0 for i in instants)
+
+
+def test_sigterm_lets_running_attempts_finish_then_interrupts(project: Project) -> None:
+    started = project.root / "started"
+    flow = project.flow(f'''
+        job "slow" {{
+          run    = "testjobs:slow"
+          params = {{ started = "{started}", seconds = 60 }}
+        }}
+    ''')
+    process = project.start(flow, "--grace", "1s")
+    with project.store() as store:
+        wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
+    assert project.cli("trigger", str(flow), "slow").returncode == 0
+    wait_until(started.exists)
+    worker = int(started.read_text())
+    output = stop(process)
+    assert process.returncode == 0, output
+    with project.store() as store:
+        (run,) = store.job_runs(job="slow")
+        assert run.status is RunStatus.CANCELLED
+        assert store.attempts(run.id)[0].status is AttemptStatus.INTERRUPTED
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+
+
+def test_kill_9_then_restart_never_refires_and_recovers_the_zombie(project: Project) -> None:
+    started = project.root / "started"
+    flow = project.flow(f'''
+        job "tick" {{
+          schedule = every(1s)
+          catch_up = all
+          run      = "testjobs:tick"
+        }}
+        job "slow" {{
+          run    = "testjobs:slow"
+          params = {{ started = "{started}", seconds = 2 }}
+          retry {{ attempts = 2 }}
+        }}
+    ''')
+    first = project.start(flow)
+    with project.store() as store:
+        wait_until(lambda: len(store.job_runs(job="tick", status=RunStatus.SUCCESS)) >= 2)
+    assert project.cli("trigger", str(flow), "slow").returncode == 0
+    wait_until(started.exists)
+    first.kill()  # SIGKILL: no clean-up at all
+    first.communicate(timeout=30)
+    with project.store() as store:
+        before = {r.scheduled_at for r in store.job_runs(job="tick", limit=None)}
+    time.sleep(2.5)  # the schedule keeps going while nothing runs it
+
+    second = project.start(flow)
+    with project.store() as store:
+        wait_until(lambda: store.job_runs(job="slow", status=RunStatus.SUCCESS) != [], 30)
+        wait_until(lambda: len(store.job_runs(job="tick", limit=None)) >= len(before) + 4)
+    output = stop(second)
+    assert second.returncode == 0, output
+
+    with project.store() as store:
+        ticks = sorted(r.scheduled_at for r in store.job_runs(job="tick", limit=None))
+        (slow,) = store.job_runs(job="slow")
+        attempts = store.attempts(slow.id)
+    assert len(ticks) == len(set(ticks)), "an instant fired twice"
+    seconds = [int(t.timestamp()) for t in ticks if t is not None]
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "catch_up = all skipped"
+    assert [a.status for a in attempts] == [AttemptStatus.LOST, AttemptStatus.SUCCESS]
+    assert slow.status is RunStatus.SUCCESS
+
+
+def test_a_second_orchestrator_for_the_same_flow_is_refused(project: Project) -> None:
+    flow = project.flow('job "tick" {\n  schedule = every(1s)\n  run = "testjobs:tick"\n}\n')
+    process = project.start(flow)
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
+        again = project.cli("run", str(flow), "--no-live", "--duration", "1s")
+        assert again.returncode == 1
+        assert "is already run by orchestrator" in again.stderr
+        assert "Traceback" not in again.stderr
+    finally:
+        stop(process)
+
+
+def test_trigger_wait_reports_the_outcome(project: Project) -> None:
+    flow = project.flow('job "hello" { run = "testjobs:hello" }\n')
+    process = project.start(flow)
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
+        result = project.cli("trigger", str(flow), "hello", "--param", "who=ops", "--wait")
+        assert result.returncode == 0, result.stderr
+        assert "flow run" in result.stdout and "success" in result.stdout
+        logs = project.cli("logs", result.stdout.split()[2])
+    finally:
+        stop(process)
+    assert "hello ops" in logs.stdout
+
+
+def test_trigger_without_an_orchestrator_waits_in_the_store(project: Project) -> None:
+    flow = project.flow('job "hello" { run = "testjobs:hello" }\n')
+    result = project.cli("trigger", str(flow), "hello")
+    assert result.returncode == 0
+    assert "no orchestrator is running flow 'demo'" in result.stdout
+    misspelt = project.cli("trigger", str(flow), "helo")
+    assert misspelt.returncode == 1 and "did you mean `hello`?" in misspelt.stderr
+
+
+def test_status_and_upcoming(project: Project) -> None:
+    flow = project.flow("""
+        job "nightly" {
+          schedule = cron("30 1 * * *")
+          timezone = "Europe/Lisbon"
+          run      = "testjobs:tick"
+        }
+    """)
+    upcoming = project.cli(
+        "upcoming", str(flow), "--from", "2026-03-28", "--until", "2026-03-30", "--format", "json"
+    )
+    assert upcoming.returncode == 0, upcoming.stderr
+    instants = [i["at"] for i in json.loads(upcoming.stdout)["instants"]]
+    # 01:30 local is WET (UTC+0) before the spring-forward night and WEST (UTC+1) after;
+    # on 2026-03-29 it falls in the gap (01:00 -> 02:00) and fires once right after it
+    assert instants == [
+        "2026-03-28T01:30:00+00:00",
+        "2026-03-29T01:00:00+00:00",
+        "2026-03-30T00:30:00+00:00",
+    ]
+    status = project.cli("status", str(flow), "--format", "json")
+    assert status.returncode == 0, status.stderr
+    (report,) = json.loads(status.stdout)["flows"]
+    assert report["orchestrator"] is None
+    assert report["jobs"][0]["schedule"] == "cron 30 1 * * * Europe/Lisbon"
+    assert report["jobs"][0]["next_run"] is not None

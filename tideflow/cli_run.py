@@ -1,0 +1,483 @@
+"""CLI commands that run flows: run, trigger, status, upcoming."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from tideflow.cli import load_flow
+from tideflow.cli_runtime import (
+    count_by_status,
+    duration,
+    emit_json,
+    format_option,
+    human_delta,
+    make_console,
+    open_store,
+    parse_since,
+    state_option,
+    status_text,
+    wait_for_run,
+    when,
+)
+from tideflow.compiler.ir import FlowIR, JobNode
+from tideflow.runtime.model import JobRunRow, RunStatus
+from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
+from tideflow.runtime.schedule import next_fire, upcoming
+from tideflow.runtime.store import Store
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_seconds(text: str) -> float:
+    """`30s`, `2m`, `500ms` or a plain number of seconds."""
+    text = text.strip()
+    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number = text[: -len(unit)]
+            break
+    else:
+        number, unit = text, "s"
+    try:
+        value = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration such as 30s, 2m or 500ms") from None
+    if value < 0:
+        raise click.BadParameter("a duration cannot be negative")
+    return value
+
+
+def describe_schedule(job: JobNode) -> str:
+    if job.schedule is None:
+        return f"after {', '.join(job.after)}" if job.after else "manual"
+    if job.schedule.kind == "every":
+        seconds = job.schedule.interval or 0.0
+        return f"every {seconds:g}s" if seconds < 120 else f"every {duration(seconds)}"
+    zone = "" if job.schedule.timezone == "UTC" else f" {job.schedule.timezone}"
+    return f"cron {job.schedule.cron}{zone}"
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+@state_option
+@click.option(
+    "--grace",
+    default="30s",
+    show_default=True,
+    help="On stop, how long running attempts may finish before they are killed.",
+)
+@click.option("--duration", "run_for", help="Stop by itself after this long (e.g. 60s).")
+@click.option("--live/--no-live", default=None, help="Live view (default: on a terminal).")
+def run_command(
+    files: Sequence[str], state_url: str | None, grace: str, run_for: str | None, live: bool | None
+) -> None:
+    """Run the flows in FILE...: fire schedules, run jobs, take triggers, until Ctrl-C.
+
+    SIGINT or SIGTERM stops gracefully: nothing new starts; running attempts get
+    --grace to finish, then are killed and recorded as interrupted. A second
+    signal stops at once.
+    """
+    flows = [load_flow(file) for file in files]
+    grace_seconds = parse_seconds(grace)
+    stop_after = parse_seconds(run_for) if run_for else None
+    console = Console(stderr=True)
+    use_live = console.is_terminal if live is None else live
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # the live view, or the line per finished job run, shows what these would say
+    logging.getLogger("tideflow.executor").setLevel(logging.WARNING)
+    if use_live:
+        logging.getLogger("tideflow").setLevel(logging.WARNING)
+    with open_store(state_url) as store:
+        orchestrator = Orchestrator(flows, store, grace=grace_seconds)
+        try:
+            asyncio.run(_run(orchestrator, console, use_live, stop_after))
+        except OrchestratorError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+async def _run(
+    orchestrator: Orchestrator, console: Console, live: bool, stop_after: float | None
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            console.print("stopping: running attempts may finish (signal again to stop now)")
+            stop.set()
+        elif main is not None:
+            main.cancel()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal)
+    if stop_after is not None:
+        loop.call_later(stop_after, stop.set)
+    stopped = asyncio.Event()  # set once the orchestrator has wound down
+    watcher = asyncio.create_task(_watch(orchestrator, console, live, stopped))
+    try:
+        await orchestrator.run(stop)
+    finally:
+        stopped.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _watch(
+    orchestrator: Orchestrator, console: Console, live: bool, stop: asyncio.Event
+) -> None:
+    """The live view on a terminal; elsewhere one line per finished job run."""
+    store = orchestrator.store
+    started = time.monotonic()
+    seen = max((r.id for r in store.job_runs(limit=1)), default=0)
+    if live:
+        with Live(console=console, refresh_per_second=2, transient=False) as view:
+            while not stop.is_set():
+                view.update(_live_view(orchestrator, time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            view.update(_live_view(orchestrator, time.monotonic() - started))
+        return
+    while True:
+        stopping = stop.is_set()
+        finished = [
+            r for r in reversed(store.job_runs(limit=200)) if r.id > seen and r.status.finished
+        ]
+        for row in finished:
+            seen = max(seen, row.id)
+            took = f" in {duration(row.duration)}" if row.duration is not None else ""
+            note = f" ({row.note})" if row.note else ""
+            click.echo(
+                f"{datetime.now().strftime('%H:%M:%S')} {row.flow}.{row.job} run {row.id} "
+                f"{row.status.value}{took}{note}",
+                err=True,
+            )
+        if stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def _live_view(orchestrator: Orchestrator, uptime: float) -> Group:
+    store = orchestrator.store
+    now = datetime.now(UTC)
+    fires = orchestrator.next_fires()
+    since = now - timedelta(hours=1)
+    counts = store.status_counts(since=since)
+    header = Text.assemble(
+        ("tideflow ", "bold"),
+        f"orchestrator {orchestrator.id}  up {duration(uptime)}  ",
+        ("Ctrl-C to stop", "dim"),
+    )
+    parts: list[Any] = [header]
+    for flow in orchestrator.flows:
+        name = flow.info.name
+        last = store.last_job_runs(name)
+        per_job = count_by_status(counts, name)
+        table = Table(title=f"flow {name}", title_justify="left", box=None, header_style="bold")
+        for column in ("job", "when", "next", "last run", "took", "last hour"):
+            table.add_column(column)
+        for job in sorted(flow.jobs.values(), key=lambda j: (j.schedule is None, j.name)):
+            row = last.get(job.name)
+            last_cell = Text("-")
+            if row is not None:
+                last_cell = status_text(row.status.value)
+                last_cell.append(
+                    f" {when(row.finished_at or row.started_at or row.created_at, now)}"
+                )
+            fire = fires.get((name, job.name))
+            tally = per_job.get(job.name)
+            table.add_row(
+                job.name,
+                describe_schedule(job),
+                human_delta((now - fire).total_seconds()) if fire else "-",
+                last_cell,
+                duration(row.duration) if row else "-",
+                " ".join(f"{n} {s}" for s, n in sorted(tally.items())) if tally else "-",
+            )
+        parts.append(table)
+    return Group(*parts)
+
+
+# --- trigger -----------------------------------------------------------------------------
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """`k=v` pairs; a value that reads as JSON (numbers, true, lists) is taken as such."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@click.command("trigger")
+@click.argument("file", metavar="FILE")
+@click.argument("job", metavar="JOB")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 if it failed.")
+@click.option("--timeout", default="10m", show_default=True, help="How long --wait waits.")
+@state_option
+def trigger_command(
+    file: str,
+    job: str,
+    params: Sequence[str],
+    wait: bool,
+    timeout: str,
+    state_url: str | None,
+) -> None:
+    """Start JOB of the flow in FILE now (and what is downstream of it).
+
+    The request goes through the state store to the orchestrator running the
+    flow (`tideflow run FILE`), the same path as the schedules.
+    """
+    flow = load_flow(file)
+    name = flow.info.name
+    if job not in flow.jobs:
+        import difflib
+
+        close = difflib.get_close_matches(job, list(flow.jobs), n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise click.ClickException(f'flow "{name}" has no job `{job}`{hint}')
+    values = parse_params(params)
+    limit = parse_seconds(timeout)
+    with open_store(state_url) as store:
+        request = store.request_trigger(name, job, params=values)
+        running = store.live_orchestrators([name], 30.0)
+        if not running:
+            click.echo(
+                f"requested (request {request}); no orchestrator is running flow {name!r} now: "
+                f"the run starts when `tideflow run {file}` does"
+            )
+            if not wait:
+                return
+        flow_run = wait_for_run(store, request, limit if wait else 5.0)
+        if flow_run is None:
+            click.echo(f"requested (request {request}); not started yet")
+            sys.exit(1 if wait else 0)
+        click.echo(f"flow run {flow_run} started: {name}.{job}")
+        if wait:
+            sys.exit(_wait_for_flow_run(store, flow_run, limit))
+
+
+def _wait_for_flow_run(store: Store, flow_run: int, limit: float) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        row = store.flow_run(flow_run)
+        if row is not None and row.status.finished:
+            for job_run in reversed(store.job_runs(flow_run_id=flow_run, limit=None)):
+                click.echo(f"  run {job_run.id} {job_run.job}: {job_run.status.value}")
+            click.echo(f"flow run {flow_run} {row.status.value}")
+            return 0 if row.status is RunStatus.SUCCESS else 1
+        time.sleep(0.2)
+    click.echo(f"flow run {flow_run} has not finished within {duration(limit)}")
+    return 1
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job: str
+    schedule: str
+    next_run: datetime | None
+    last_run: JobRunRow | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    flow: str
+    orchestrator: dict[str, Any] | None  # the live orchestrator running it, if any
+    jobs: list[JobStatus]
+
+
+def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> FlowStatus:
+    name = flow.info.name
+    last = store.last_job_runs(name)
+    per_job = count_by_status(store.status_counts(flow=name, since=since), name)
+    live = store.live_orchestrators([name], 30.0)
+    jobs = [
+        JobStatus(
+            job=job.name,
+            schedule=describe_schedule(job),
+            next_run=next_fire(job.schedule, now) if job.schedule else None,
+            last_run=last.get(job.name),
+            counts=dict(per_job.get(job.name, {})),
+        )
+        for job in sorted(flow.jobs.values(), key=lambda j: j.name)
+    ]
+    return FlowStatus(name, live[0] if live else None, jobs)
+
+
+@click.command("status")
+@click.argument("file", metavar="[FILE]", required=False)
+@click.option("--since", default="24h", show_default=True, help="Window for the counts.")
+@state_option
+@format_option
+def status_command(file: str | None, since: str, state_url: str | None, output_format: str) -> None:
+    """Last and next run of each job, and runs by status over a window.
+
+    With FILE, the flow in it; without, every flow in the state store.
+    """
+    since_at = parse_since(since)
+    now = datetime.now(UTC)
+    with open_store(state_url) as store:
+        flows = [load_flow(file)] if file else _stored_flows(store)
+        if not flows:
+            raise click.ClickException("the state store holds no flow yet; give a FILE")
+        report = [flow_status(store, flow, since_at, now) for flow in flows]
+    if output_format == "json":
+        emit_json({"since": since_at, "flows": report})
+        return
+    console = make_console()
+    for item in report:
+        running = item.orchestrator
+        state = (
+            Text(
+                f"running (orchestrator {running['id']}, pid {running['pid']} "
+                f"on {running['host']})",
+                style="green",
+            )
+            if running
+            else Text("not running", style="yellow")
+        )
+        console.print(Text.assemble((f"flow {item.flow}  ", "bold"), state))
+        table = Table(box=None, header_style="bold")
+        for column in ("job", "when", "last run", "took", "next run", f"since {since}"):
+            table.add_column(column)
+        for job in item.jobs:
+            row = job.last_run
+            last_cell = Text("-")
+            if row is not None:
+                last_cell = status_text(row.status.value)
+                moment = row.finished_at or row.started_at or row.created_at
+                last_cell.append(f" {when(moment, now)}")
+            table.add_row(
+                job.job,
+                job.schedule,
+                last_cell,
+                duration(row.duration) if row else "-",
+                when(job.next_run, now) if job.next_run else "-",
+                " ".join(f"{n} {s}" for s, n in sorted(job.counts.items())) or "-",
+            )
+        console.print(table)
+
+
+def _stored_flows(store: Store) -> list[FlowIR]:
+    from tideflow.compiler.irjson import from_json
+
+    return [from_json(record.ir) for record in store.flows()]
+
+
+# --- upcoming ----------------------------------------------------------------------------
+
+
+@click.command("upcoming")
+@click.argument("file", metavar="FILE")
+@click.option("--until", "until_text", required=True, help="Last day (or time) to list.")
+@click.option("--from", "from_text", help="First day (or time) to list (default: now).")
+@click.option("--job", "jobs", multiple=True, help="Only this job (repeatable).")
+@format_option
+def upcoming_command(
+    file: str,
+    until_text: str,
+    from_text: str | None,
+    jobs: Sequence[str],
+    output_format: str,
+) -> None:
+    """Every scheduled instant of the flow in FILE up to --until, DST-correct.
+
+    A bare date means the whole day in the flow's time zone: `--until 2026-12-31`
+    lists up to the last instant of 31 December there.
+    """
+    flow = load_flow(file)
+    zone = zoneinfo.ZoneInfo(flow.info.timezone)
+    start = _moment(from_text, zone, end_of_day=False) if from_text else datetime.now(UTC)
+    until = _moment(until_text, zone, end_of_day=True)
+    if until < start:
+        raise click.BadParameter("--until is before --from", param_hint="--until")
+    try:
+        instants = upcoming(flow, start, until, jobs or None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows: list[Instant] = []
+    for instant, job in instants:
+        schedule = flow.jobs[job].schedule
+        job_zone = zoneinfo.ZoneInfo(schedule.timezone if schedule else flow.info.timezone)
+        rows.append(Instant(instant, instant.astimezone(job_zone), job, job_zone.key))
+    if output_format == "json":
+        emit_json({"flow": flow.info.name, "from": start, "until": until, "instants": rows})
+        return
+    if not rows:
+        click.echo("nothing is scheduled in that window")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("local time", "zone", "UTC", "job"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.local.strftime("%a %Y-%m-%d %H:%M:%S %Z"),
+            row.timezone,
+            row.at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.job,
+        )
+    make_console().print(table)
+    click.echo(f"{len(rows)} instant(s)")
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    at: datetime  # UTC
+    local: datetime  # in the job's zone
+    job: str
+    timezone: str
+
+
+def _moment(text: str, zone: zoneinfo.ZoneInfo, *, end_of_day: bool) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a date or time (2026-12-31, 2026-12-31T18:00)"
+        ) from None
+    if len(text.strip()) <= 10 and end_of_day:  # a bare date: its last instant
+        moment = datetime.combine(moment.date(), clock_time.max)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
