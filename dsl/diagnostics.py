@@ -66,6 +66,7 @@ CODES: dict[str, str] = {
     "E105": "unterminated string",
     "E106": "invalid escape sequence in a string",
     "E107": "invalid number, duration or size",
+    "E108": "nesting too deep",
     "E110": "included file not found",
     "E111": "include cycle",
     # names and types

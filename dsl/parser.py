@@ -27,7 +27,13 @@ from lark.lexer import PatternRE, PatternStr
 from . import ast
 from .diagnostics import Diagnostic
 
-__all__ = ["ParseResult", "decode_source", "parse", "parse_bytes"]
+__all__ = ["MAX_NESTING", "ParseResult", "decode_source", "parse", "parse_bytes"]
+
+# Blocks, lists, maps and calls nest at most this deep. The parser itself is
+# iterative, but every consumer of the AST (the formatter, the compiler, repr)
+# walks it recursively; a limit far above any real file keeps them all clear of
+# RecursionError and turns a pathological file into a diagnostic.
+MAX_NESTING = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,7 @@ def decode_source(data: bytes, path: str) -> tuple[str, Diagnostic | None]:
     except UnicodeDecodeError as exc:
         good = data[: exc.start].decode("utf-8")
         line = good.count("\n") + 1
-        column = exc.start - (good.rfind("\n") + 1 if "\n" in good else 0) + 1
+        column = len(good) - good.rfind("\n")  # in characters, like every other span
         offset = len(good)
         span = ast.Span(path, line, column, line, column + 1, offset, offset + 1)
         return "", Diagnostic(
@@ -74,6 +80,8 @@ def parse(text: str, path: str) -> ParseResult:
             tree: Any = _parser().parse(text)
         except UnexpectedInput as exc:
             return ParseResult(None, (_syntax_error(exc, text, path),))
+        except _NestingTooDeep as exc:
+            return ParseResult(None, (_too_deep(exc.token),))
         finally:
             comments = tuple(_SINK.comments)
             found = tuple(_SINK.diagnostics)
@@ -331,11 +339,12 @@ class _FastLexer(lark.lexer.Lexer):
         self._ignore = frozenset(conf.ignore)
         self._callbacks = dict(conf.callbacks)
         self._multiline = frozenset(t.name for t in kept if _may_span_lines(t.pattern.to_regexp()))
+        self._nesting = {"LBRACE": 1, "LSQB": 1, "LPAR": 1, "RBRACE": -1, "RSQB": -1, "RPAR": -1}
 
     def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
         keywords, ignore, callbacks = self._keywords, self._ignore, self._callbacks
-        multiline = self._multiline
-        line, line_start, pos = 1, 0, 0
+        multiline, nesting = self._multiline, self._nesting
+        line, line_start, pos, depth = 1, 0, 0, 0
         for match in self._master.finditer(text):
             start = match.start()
             if start != pos:
@@ -357,11 +366,34 @@ class _FastLexer(lark.lexer.Lexer):
                         Token(kind, value, start, line, column, end_line, end_column, pos)
                     )
             else:
-                yield Token(kind, value, start, line, column, end_line, end_column, pos)
+                token = Token(kind, value, start, line, column, end_line, end_column, pos)
+                step = nesting.get(kind)
+                if step is not None:
+                    depth += step
+                    if depth > MAX_NESTING:
+                        raise _NestingTooDeep(token)
+                yield token
             if end_line != line:
                 line, line_start = end_line, pos - end_column + 1
         if pos != len(text):
             raise UnexpectedCharacters(text, pos, line, pos - line_start + 1)  # type: ignore[no-untyped-call]
+
+
+class _NestingTooDeep(Exception):
+    """Raised by the lexer (lark lets it through) when a bracket opens level MAX_NESTING + 1."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _too_deep(token: Token) -> Diagnostic:
+    return Diagnostic(
+        "E108",
+        "nesting too deep",
+        _span(token),
+        label=f"more than {MAX_NESTING} levels of nested blocks, lists, maps and calls",
+    )
 
 
 def _may_span_lines(regexp: str) -> bool:
@@ -413,6 +445,8 @@ _TERMINAL_WORDS = {
 }
 _VALUE_STARTS = {"STRING", "NUMBER", "DURATION", "SIZE", "NAME", "REFERENCE", "LSQB", "LBRACE"}
 
+_LITERALS = _VALUE_STARTS | {"TRUE", "FALSE"}
+
 
 def _describe_token(tok: Token) -> str:
     if tok.type == "$END":
@@ -426,28 +460,43 @@ def _describe_token(tok: Token) -> str:
 
 
 def _describe_expected(expected: set[str]) -> str:
-    expected = {e for e in expected if not e.startswith("__")}
+    """What the parser would have accepted, in the language's words (never terminal names)."""
+    expected = {e for e in expected if e in _TERMINAL_WORDS}
     if expected == {"EQUAL", "STRING", "LBRACE"}:
         return "`=` (an attribute) or `{` (a block)"
-    if expected == {"STRING", "LBRACE"}:
+    if expected == {"STRING", "LBRACE"} or expected == {"LBRACE"}:
         return "`{` to open the block"
-    if "RBRACE" in expected and "NAME" in expected and "EQUAL" not in expected:
-        if expected >= _VALUE_STARTS:
-            return "a value or `}`"
-        return "an attribute, a nested block, or `}` to close the block"
     if {"INCLUDE", "NAME"} <= expected:
         return 'a block (such as `job "name" { … }`) or `include`'
+    if expected == {"NAME", "RBRACE"}:
+        return "an attribute, a nested block, or `}` to close the block"
+    words: list[str] = []
     if expected >= _VALUE_STARTS:
-        rest = sorted(
-            _TERMINAL_WORDS[e]
-            for e in expected - _VALUE_STARTS - {"TRUE", "FALSE"}
-            if e in _TERMINAL_WORDS
-        )
-        return " or ".join(["a value", *rest])
-    words = sorted(_TERMINAL_WORDS.get(e, f"`{e}`") for e in expected)
+        words.append("a value")
+        expected -= _LITERALS
+    elif {"NAME", "STRING", "RBRACE"} <= expected:
+        words.append("a map entry (`key = value`)")
+        expected -= {"NAME", "STRING"}
+    elif {"NAME", "RBRACE"} <= expected:
+        words += ["an attribute", "a nested block"]
+        expected -= {"NAME"}
+    words += sorted(_TERMINAL_WORDS[e] for e in expected)
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _accepted(exc: UnexpectedToken | UnexpectedEOF) -> set[str]:
+    """The tokens that would have let the parse go on.
+
+    lark's `expected` is the LALR state's lookahead set; when a reduction is pending
+    it also names tokens that are only valid in other contexts (after `[1` it lists
+    `}` and names), so ask the interactive parser, which tries each one.
+    """
+    interactive = getattr(exc, "interactive_parser", None)
+    if interactive is not None:
+        return set(interactive.accepts())
+    return set(exc.expected)
 
 
 def _point(path: str, text: str, offset: int, length: int = 1) -> ast.Span:
@@ -459,21 +508,29 @@ def _point(path: str, text: str, offset: int, length: int = 1) -> ast.Span:
     return ast.Span(path, line, column, line, column + (end - offset), offset, end)
 
 
-def _open_block(exc: UnexpectedToken | UnexpectedEOF) -> Token | None:
-    """The name token of the innermost block or brace still open when the parse stopped."""
-    try:
-        stack: list[Any] = exc.interactive_parser.parser_state.value_stack
-    except AttributeError:
+def _unclosed(exc: UnexpectedToken | UnexpectedEOF) -> str | None:
+    """Which block, map, list or call is still open when the file ended, for the help."""
+    interactive = getattr(exc, "interactive_parser", None)
+    if interactive is None:
         return None
-    open_braces = [i for i, v in enumerate(stack) if isinstance(v, Token) and v.type == "LBRACE"]
-    if not open_braces:
-        return None
-    index = open_braces[-1]
-    for value in reversed(stack[:index]):
-        if isinstance(value, Token) and value.type == "NAME":
-            return value
-    first: Token = stack[index]
-    return first
+    # finished values are reduced to AST nodes, so a bracket token on the stack is open
+    stack: list[Any] = interactive.parser_state.value_stack
+    for index in range(len(stack) - 1, -1, -1):
+        opener = stack[index]
+        if not isinstance(opener, Token) or opener.type not in {"LBRACE", "LSQB", "LPAR"}:
+            continue
+        before = [v for v in stack[max(0, index - 2) : index] if isinstance(v, Token)]
+        if opener.type == "LSQB":
+            return f"the list opened at line {opener.line} is not closed"
+        if opener.type == "LPAR" and before:
+            return f"the call to `{before[-1]}` opened at line {opener.line} is not closed"
+        if [t.type for t in before] == ["NAME", "STRING"]:
+            block, label = before
+            return f"the `{block} {label}` block opened at line {block.line} is not closed"
+        if before and before[-1].type == "NAME":
+            return f"the `{before[-1]}` block opened at line {before[-1].line} is not closed"
+        return f"the map opened at line {opener.line} is not closed"
+    return None
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
@@ -499,6 +556,13 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
                 _point(path, text, offset, length),
                 help="durations use ms, s, m, h, d, w (`1h30m`); sizes use Ki, Mi, Gi, KB, MB, GB",
             )
+        if text.startswith("/*", offset):
+            return Diagnostic(
+                "E102",
+                "unterminated block comment",
+                _point(path, text, offset, 2),
+                label="this `/*` has no closing `*/`",
+            )
         shown = repr(char)[1:-1] if not char.isprintable() or char == " " else char
         helped = "strings use double quotes" if char == "'" else None
         return Diagnostic(
@@ -506,31 +570,32 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
         )
     if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
         tok = exc.token
-        expected = _describe_expected(set(exc.expected))
-        span = _span(tok)
+        expected = _accepted(exc)
         help_ = None
-        if tok.type == "EQUAL" and "EQUAL" not in exc.expected:
+        if tok.type == "EQUAL" and expected == {"STRING", "LBRACE"}:
             help_ = 'attributes go inside a block: `job "name" { key = value }`'
-        elif tok.type == "NAME" and set(exc.expected) == {"STRING", "LBRACE"}:
+        elif tok.type == "NAME" and expected == {"STRING", "LBRACE"}:
             help_ = f'block labels are strings: `"{tok}"`'
-        elif tok.type == "NAME" and "COMMA" in exc.expected:
-            help_ = "separate list items and call arguments with `,`"
+        elif tok.type in _LITERALS and "COMMA" in expected and "RSQB" in expected:
+            help_ = "separate list items with `,`"
+        elif tok.type in _LITERALS and "COMMA" in expected and "RPAR" in expected:
+            help_ = "separate call arguments with `,`"
         return Diagnostic(
             "E103",
             f"unexpected {_describe_token(tok)}",
-            span,
-            label=f"expected {expected}",
+            _span(tok),
+            label=f"expected {_describe_expected(expected)}",
             help=help_,
         )
     # end of input, as UnexpectedEOF or as an UnexpectedToken on $END
-    opened = _open_block(exc) if isinstance(exc, UnexpectedToken | UnexpectedEOF) else None
     span = _point(path, text, max(len(text.rstrip()) - 1, 0))
-    if opened is not None:
-        return Diagnostic(
-            "E104",
-            "unexpected end of file",
-            span,
-            label="expected `}`",
-            help=f"`{opened}` opened at line {opened.line} is not closed",
-        )
-    return Diagnostic("E104", "unexpected end of file", span)
+    if not isinstance(exc, UnexpectedToken | UnexpectedEOF):
+        return Diagnostic("E104", "unexpected end of file", span)
+    expected = _accepted(exc) - {"$END"}
+    return Diagnostic(
+        "E104",
+        "unexpected end of file",
+        span,
+        label=f"expected {_describe_expected(expected)}" if expected else None,
+        help=_unclosed(exc),
+    )

@@ -212,3 +212,11 @@ def test_the_worker_flags_readings_above_the_threshold(
     ctx = FakeContext(params=literal(attribute(block, "params")))
     message = FakeMessage({"sensor": "north", "value": value, "taken_at": None}, key="north")
     assert quickstart["quickstart.workers"].handle(ctx, message) is high
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.flow")), ids=lambda p: p.name)
+def test_examples_are_in_canonical_format(path: Path) -> None:
+    from tideflow.dsl.formatter import format_source
+
+    result = format_source(path.read_text("utf-8"), str(path))
+    assert result.text is not None and not result.changed, f"run `tideflow fmt {path}`"
