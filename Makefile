@@ -11,11 +11,14 @@ LOCAL_PLUGINS := $(wildcard examples/plugins/*/pyproject.toml)
 
 .PHONY: demo test lint typecheck unit sysdeps bench clean
 
+# Runs examples/quickstart.flow on the embedded broker until Ctrl-C (or for DEMO_FOR,
+# e.g. `make demo DEMO_FOR=60s`). Watch it from another terminal with
+# `.venv/bin/tideflow status` and `.venv/bin/tideflow runs`.
 demo: $(STAMP)
 	$(VENV)/bin/tideflow lint examples/quickstart.flow
-	$(VENV)/bin/tideflow compile examples/quickstart.flow -o out/quickstart.json
 	$(VENV)/bin/tideflow graph examples/quickstart.flow -o out/quickstart.svg
-	@echo "wrote out/quickstart.json and out/quickstart.svg"
+	@echo "drew out/quickstart.svg; running the flow (Ctrl-C to stop)"
+	$(VENV)/bin/tideflow run examples/quickstart.flow $(if $(DEMO_FOR),--duration $(DEMO_FOR))
 
 test: $(STAMP) lint typecheck unit
 
