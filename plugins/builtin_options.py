@@ -91,9 +91,18 @@ KAFKA_BROKER = (
         example="500ms",
     ),
     Field(
+        "request_timeout",
+        DurationType(),
+        "Longest a call waits for the cluster: a publish for every message's "
+        "acknowledgement, offset and topic requests for their answer; then it fails.",
+        default=30.0,
+        example="10s",
+    ),
+    Field(
         "config",
         MapType(SECRET_STRING),
-        "Further librdkafka settings, passed through.",
+        "Further librdkafka settings, passed through to every client; a key prefixed "
+        "`producer.`, `consumer.` or `admin.` goes to that client only.",
         example='{ "linger.ms" = "5" }',
     ),
 )
@@ -134,6 +143,22 @@ NATS_BROKER = (
         "storage", EnumType(("file", "memory")), "Stream storage.", default="file", example="memory"
     ),
     Field("replicas", IntType(minimum=1), "Stream replicas.", default=1, example="3"),
+    Field(
+        "timeout",
+        DurationType(),
+        "Longest a call waits for the server (connecting, publish and acknowledgement "
+        "confirmations, stream and consumer set-up, backlog reads) before it fails; "
+        "the connection keeps reconnecting.",
+        default=10.0,
+        example="5s",
+    ),
+    Field(
+        "reconnect_wait",
+        DurationType(),
+        "Delay between attempts to reconnect to a server.",
+        default=1.0,
+        example="2s",
+    ),
 )
 
 LOCAL_SCALER = (
@@ -180,10 +205,16 @@ KUBERNETES_SCALER = (
     Field(
         "kubeconfig",
         StringType(),
-        "Kubeconfig file (default: in-cluster config, then ~/.kube/config).",
+        "Kubeconfig file, relative to the flow file's directory (default: the pod's "
+        "service account in a cluster, else $KUBECONFIG or ~/.kube/config).",
         example='"~/.kube/config"',
     ),
-    Field("context", StringType(), "Kubeconfig context.", example='"prod"'),
+    Field(
+        "context",
+        StringType(),
+        "Kubeconfig context (default: the kubeconfig's current one).",
+        example='"prod"',
+    ),
 )
 
 WEBHOOK_NOTIFIER = (
