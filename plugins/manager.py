@@ -57,6 +57,7 @@ __all__ = [
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.embedded_broker",
     "tideflow.plugins.kubernetes_scaler",
+    "tideflow.plugins.local_scaler",
     "tideflow.plugins.notifiers",
 )
 

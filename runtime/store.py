@@ -100,10 +100,11 @@ class Store:
             store = cls(engine)
             if migrate:
                 store.migrate()
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            first_line = (str(exc).splitlines() or [""])[0]
             raise StoreError(
-                f"cannot open the state store {_safe_url(url)}: {exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0]}"
+                f"cannot open the state store {_safe_url(url)}: "
+                f"{exc.__class__.__name__}: {first_line}"
             ) from exc
         return store
 

@@ -59,6 +59,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "trigger": "tideflow.cli_run:trigger_command",
     "status": "tideflow.cli_run:status_command",
     "upcoming": "tideflow.cli_run:upcoming_command",
+    "worker": "tideflow.cli_worker:worker_command",
+    "simulate": "tideflow.cli_autoscale:simulate_command",
+    "explain": "tideflow.cli_autoscale:explain_command",
 }
 """Commands defined in other modules, loaded on first use (keeps `tideflow lint` fast)."""
 
