@@ -31,7 +31,15 @@ class RunStatus(enum.StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED})
+_FINISHED = frozenset(
+    {
+        RunStatus.SUCCESS,
+        RunStatus.FAILED,
+        RunStatus.SKIPPED,
+        RunStatus.UPSTREAM_FAILED,
+        RunStatus.CANCELLED,
+    }
+)
 
 
 class AttemptStatus(enum.StrEnum):

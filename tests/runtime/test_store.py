@@ -289,3 +289,13 @@ def test_scale_decisions_keep_their_inputs(store: Store) -> None:
     newest, oldest = store.decisions(flow="f", consumer="workers")
     assert oldest == dataclasses.replace(decision, id=decision_id)
     assert newest.reading_error == "timeout" and newest.backlog is None
+
+
+def test_runs_that_ended_without_an_attempt_count_as_finished(store: Store) -> None:
+    flow_run = store.create_flow_run("f", "a", TriggerKind.MANUAL)
+    ids = store.create_job_runs(flow_run, "f", ["a", "b"], TriggerKind.MANUAL)
+    store.set_job_run_status(ids["b"], RunStatus.UPSTREAM_FAILED, note="`a` failed")
+    assert not store.request_cancel(ids["b"])
+    (row,) = store.job_runs(status=RunStatus.UPSTREAM_FAILED)
+    assert row.finished_at is not None and row.note == "`a` failed"
+    assert [r.id for r in store.unfinished_flow_runs(["f"])] == [flow_run]
