@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,11 @@ __all__ = ["LocalScaler", "find_leftovers", "tideflow_register_scalers"]
 
 log = logging.getLogger("tideflow.local_scaler")
 output_log = logging.getLogger("tideflow.worker")
+# "2026-11-22 04:03:25,014 WARNING tideflow.consumer.workers: ..." as a worker logs it
+_LEVELS: Final = logging.getLevelNamesMapping()
+_WORKER_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d [\d:,.]+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$"
+)
 
 #: How often instances are checked (exits, restarts due, drain deadlines).
 SUPERVISE_INTERVAL: Final = 0.05
@@ -612,7 +618,11 @@ class LocalScaler(Scaler):
                 process.tail.append(line)
                 if not process.ready and ready in line:
                     process.ready = True
-                output_log.info("[%s] %s", process.instance_id, line)
+                # the worker's own log lines keep their level (and lose its timestamp)
+                logged = _WORKER_LOG_LINE.match(line)
+                level = _LEVELS[logged.group(1)] if logged else logging.INFO
+                text = logged.group(2) if logged else line
+                output_log.log(level, "[%s] %s", process.instance_id, text)
 
     def _stop(self, process: _Process) -> None:
         """SIGTERM: the instance drains and exits; SIGKILL follows after drain_timeout."""

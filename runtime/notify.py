@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from tideflow.compiler.ir import FlowIR, NotifyNode
 from tideflow.plugins import BackendError, Notifier, NotifyEvent
@@ -66,6 +67,19 @@ class Notifications:
                 "status": event.status,
                 "error": event.error,
             },
+        )
+        await asyncio.gather(*(self._send(block, message) for block in blocks))
+
+    async def consumer_event(self, event: str, consumer: str, summary: str) -> None:
+        """An event about a consumer (`crash_loop`): blocks that listen to it and are not
+        limited to some jobs."""
+        blocks = [b for b in self.blocks.values() if event in b.on and not b.jobs]
+        message = NotifyEvent(
+            event=event,
+            flow=self.flow.info.name,
+            summary=summary,
+            occurred_at=datetime.now(UTC),
+            consumer=consumer,
         )
         await asyncio.gather(*(self._send(block, message) for block in blocks))
 

@@ -7,7 +7,9 @@ orchestrator left: attempts still marked running are marked lost and retried
 per their policy, and unfinished flow runs resume. Then, per flow, the
 scheduler fires schedules into the executor, manual triggers (claimed from the
 store, where `tideflow trigger` and the dashboard leave them) go the same way,
-and run events reach the flow's notify blocks.
+and run events reach the flow's notify blocks. Each consumer runs as
+instances started by its scale backend: one with a `scale` block follows its
+backlog through an autoscaler; one without runs a single local instance.
 
 `run(stop)` returns after `stop` is set and everything has stopped: no new
 starts; running attempts get `grace` seconds, then are killed and recorded as
@@ -28,11 +30,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tideflow.compiler.ir import FlowIR
+from tideflow.compiler.ir import ConsumerNode, FlowIR
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins import BackendError
+from tideflow.plugins import BackendContext, BackendError, Broker, Scaler, installed_plugins
 
-from .backends import open_broker
+from .autoscaler import Autoscaler
+from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
 from .executor import Executor, RunRequest
 from .notify import Notifications
@@ -67,11 +70,21 @@ class OrchestratorError(Exception):
 
 
 @dataclass
+class _ConsumerRuntime:
+    consumer: ConsumerNode
+    scaler: Scaler
+    broker: Broker | None = None  # reads the backlog, for the autoscaler
+    autoscaler: Autoscaler | None = None
+    crash_looping: bool = False
+
+
+@dataclass
 class _FlowRuntime:
     flow: FlowIR
     executor: Executor
     notifications: Notifications
     scheduler: Scheduler | None = None
+    consumers: list[_ConsumerRuntime] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +117,8 @@ class Orchestrator:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._check_can_start()
+        # consumer instances (tideflow worker processes) report to the same store
+        os.environ["TIDEFLOW_STATE"] = self.store.url
         self.id = self.store.register_orchestrator(self.names)
         log.info("orchestrator %d started for %s", self.id, ", ".join(self.names))
         try:
@@ -114,6 +129,7 @@ class Orchestrator:
                 self._start_flow(flow)
             await self._recover()
             for runtime in self.runtimes.values():
+                await self._start_consumers(runtime)
                 if runtime.scheduler is not None:
                     runtime.scheduler.start()
             if self.on_started is not None:
@@ -202,6 +218,65 @@ class Orchestrator:
                 "%d attempt(s) were running when the last orchestrator died: lost", len(lost)
             )
 
+    async def _start_consumers(self, runtime: _FlowRuntime) -> None:
+        flow = runtime.flow
+        for consumer in flow.consumers.values():
+            try:
+                runtime.consumers.append(await self._start_consumer(flow, consumer, runtime))
+            except (BackendError, UnresolvedValueError, OSError, LookupError) as exc:
+                log.warning(
+                    'consumer "%s" of flow "%s" cannot start: %s',
+                    consumer.name,
+                    flow.info.name,
+                    exc,
+                )
+
+    async def _start_consumer(
+        self, flow: FlowIR, consumer: ConsumerNode, runtime: _FlowRuntime
+    ) -> _ConsumerRuntime:
+        if consumer.scale is None:
+            # no scale block: one local instance, kept running
+            local = installed_plugins().scaler_class("local")
+            context = BackendContext(block=consumer.name, source=Path(flow.info.source))
+            scaler = local({}, consumer, context=context)
+            await scaler.scale(1)
+            return _ConsumerRuntime(consumer, scaler)
+        scaler = open_scaler(flow, consumer)
+        broker = open_topic_broker(flow, consumer.consumes)
+        rule = consumer.scale
+        topic, group = consumer.consumes, consumer.group
+        timeout = max(1.0, min(rule.poll, 10.0))
+
+        async def read_backlog() -> Any:
+            return await broker.read_backlog(topic, group, timeout=timeout)
+
+        autoscaler = Autoscaler(
+            flow.info.name,
+            consumer,
+            rule,
+            read_backlog,
+            scaler,
+            self.store,
+            self.clock,
+            partitioned=type(broker).partitioned,
+        )
+        autoscaler.start()
+        return _ConsumerRuntime(consumer, scaler, broker, autoscaler)
+
+    async def _watch_consumers(self) -> None:
+        """Tell the notify blocks when a consumer starts or stops crash-looping."""
+        for runtime in self.runtimes.values():
+            for item in runtime.consumers:
+                looping = bool(getattr(item.scaler, "crash_looping", False))
+                if looping and not item.crash_looping:
+                    await runtime.notifications.consumer_event(
+                        "crash_loop",
+                        item.consumer.name,
+                        f'consumer "{item.consumer.name}" of flow "{runtime.flow.info.name}" '
+                        "is crash-looping: its instances keep exiting",
+                    )
+                item.crash_looping = looping
+
     # --- running -------------------------------------------------------------------------
 
     async def _fire(self, request: FireRequest) -> None:
@@ -224,6 +299,7 @@ class Orchestrator:
         assert self.id is not None
         while not stop.is_set():
             self._heartbeat()
+            await self._watch_consumers()
             for request in self.store.claim_trigger_requests(self.names, self.id):
                 runtime = self.runtimes[request.flow]
                 if request.job not in runtime.flow.jobs:
@@ -249,10 +325,25 @@ class Orchestrator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.trigger_poll)
 
+    @staticmethod
+    async def _stop_consumer(item: _ConsumerRuntime) -> None:
+        with contextlib.suppress(Exception):
+            await item.scaler.aclose()
+        if item.broker is not None:
+            with contextlib.suppress(Exception):
+                await item.broker.aclose()
+
     async def _shutdown(self) -> None:
         for runtime in self.runtimes.values():
             if runtime.scheduler is not None:
                 await runtime.scheduler.aclose()
+            for item in runtime.consumers:
+                if item.autoscaler is not None:
+                    await item.autoscaler.aclose()
+        # instances drain (each within its drain_timeout) while jobs finish
+        await asyncio.gather(
+            *(self._stop_consumer(item) for r in self.runtimes.values() for item in r.consumers)
+        )
         await asyncio.gather(
             *(runtime.executor.shutdown(self.grace) for runtime in self.runtimes.values())
         )

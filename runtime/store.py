@@ -88,6 +88,8 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        # the full URL, password included: handed to processes that open the same store
+        self.url = engine.url.render_as_string(hide_password=False)
         self._lock = threading.Lock()  # SQLite allows one writer; queue ours in-process
 
     # --- lifecycle -------------------------------------------------------------
@@ -820,9 +822,13 @@ class Store:
 
 def _create_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
-        database = sa.engine.make_url(url).database
+        parsed = sa.engine.make_url(url)
+        database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # absolute, so that processes started elsewhere open the same file
+            absolute = Path(database).expanduser().resolve()
+            absolute.parent.mkdir(parents=True, exist_ok=True)
+            url = parsed.set(database=str(absolute)).render_as_string(hide_password=False)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")

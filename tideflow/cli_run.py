@@ -88,8 +88,24 @@ def describe_schedule(job: JobNode) -> str:
 )
 @click.option("--duration", "run_for", help="Stop by itself after this long (e.g. 60s).")
 @click.option("--live/--no-live", default=None, help="Live view (default: on a terminal).")
+@click.option("--ui", is_flag=True, help="Serve the dashboard beside the orchestrator.")
+@click.option("--ui-host", default="127.0.0.1", show_default=True, help="Dashboard address.")
+@click.option("--ui-port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option(
+    "--ui-token",
+    envvar="TIDEFLOW_UI_TOKEN",
+    help="Token the dashboard asks for (required to listen beyond 127.0.0.1).",
+)
 def run_command(
-    files: Sequence[str], state_url: str | None, grace: str, run_for: str | None, live: bool | None
+    files: Sequence[str],
+    state_url: str | None,
+    grace: str,
+    run_for: str | None,
+    live: bool | None,
+    ui: bool,
+    ui_host: str,
+    ui_port: int,
+    ui_token: str | None,
 ) -> None:
     """Run the flows in FILE...: fire schedules, run jobs, take triggers, until Ctrl-C.
 
@@ -102,27 +118,67 @@ def run_command(
     stop_after = parse_seconds(run_for) if run_for else None
     console = Console(stderr=True)
     use_live = console.is_terminal if live is None else live
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # the live view, or the line per finished job run, shows what these would say
-    logging.getLogger("tideflow.executor").setLevel(logging.WARNING)
-    if use_live:
-        logging.getLogger("tideflow").setLevel(logging.WARNING)
+    _configure_logging(console, use_live)
+    dashboard = _Dashboard(ui_host, ui_port, ui_token) if ui else None
+    if dashboard is not None:
+        dashboard.check()
     with open_store(state_url) as store:
         orchestrator = Orchestrator(flows, store, grace=grace_seconds)
         try:
-            asyncio.run(_run(orchestrator, console, use_live, stop_after))
+            asyncio.run(_run(orchestrator, console, use_live, stop_after, dashboard))
         except OrchestratorError as exc:
             raise click.ClickException(str(exc)) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Dashboard:
+    host: str
+    port: int
+    token: str | None
+
+    def check(self) -> None:
+        from tideflow.web import UnsafeBindError, check_bind
+
+        try:
+            check_bind(self.host, self.token)
+        except UnsafeBindError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+    async def serve(self, store: Store, console: Console) -> None:
+        from tideflow.web import create_app, serve
+
+        app = create_app(None, token=self.token, store=store)
+        console.print(f"dashboard on http://{self.host}:{self.port}/")
+        await serve(app, self.host, self.port)
+
+
+def _configure_logging(console: Console, live: bool) -> None:
+    if live:  # through the live view's console, so lines print above the view
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # the live view, or the line per finished job run, says what these would;
+    # consumer instances' own chatter stays with them unless it is a warning
+    for name in ("tideflow.executor", "tideflow.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if live:
+        logging.getLogger("tideflow").setLevel(logging.WARNING)
+
+
 async def _run(
-    orchestrator: Orchestrator, console: Console, live: bool, stop_after: float | None
+    orchestrator: Orchestrator,
+    console: Console,
+    live: bool,
+    stop_after: float | None,
+    dashboard: _Dashboard | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,10 +200,19 @@ async def _run(
         loop.call_later(stop_after, stop.set)
     stopped = asyncio.Event()  # set once the orchestrator has wound down
     watcher = asyncio.create_task(_watch(orchestrator, console, live, stopped))
+    ui = (
+        None
+        if dashboard is None
+        else asyncio.create_task(dashboard.serve(orchestrator.store, console))
+    )
     try:
         await orchestrator.run(stop)
     finally:
         stopped.set()
+        if ui is not None:
+            ui.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ui
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
