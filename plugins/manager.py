@@ -58,6 +58,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.embedded_broker",
     "tideflow.plugins.kubernetes_scaler",
     "tideflow.plugins.local_scaler",
+    "tideflow.plugins.nats_broker",
     "tideflow.plugins.notifiers",
 )
 

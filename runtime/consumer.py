@@ -283,9 +283,23 @@ def dead_letter_headers(
     redact: Callable[[str], str] = str,
 ) -> dict[str, str]:
     """The original headers plus `tideflow-*` headers saying where the message came
-    from and why it was dead-lettered (error type, message, failures, place)."""
+    from and why it was dead-lettered (error type, message, failures, place).
+
+    `tideflow-*` headers the message came with are replaced: they are a broker's
+    routing (NATS's `Tideflow-Subject` would steer the publish to the original
+    topic's subject) or an earlier dead-lettering's; the original subject is kept
+    as `tideflow-original-subject`."""
     kind, text, _, function, location = error_fields(exc)
-    headers = dict(message.headers)
+    headers = {
+        key: value
+        for key, value in message.headers.items()
+        if not key.lower().startswith(HEADER_PREFIX)
+    }
+    subject = next(
+        (v for k, v in message.headers.items() if k.lower() == f"{HEADER_PREFIX}subject"), None
+    )
+    if subject is not None:
+        headers[f"{HEADER_PREFIX}original-subject"] = subject
     headers.update(
         {
             f"{HEADER_PREFIX}error-type": kind,

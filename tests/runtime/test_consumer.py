@@ -571,3 +571,23 @@ def test_a_handler_that_cannot_be_loaded_says_why(
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     with pytest.raises(HandlerError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         load_handler(target, [str(tmp_path)])
+
+
+def test_dead_letter_headers_replace_the_source_brokers_routing() -> None:
+    from tideflow.runtime.consumer import dead_letter_headers
+
+    message = Message(
+        topic="orders",
+        group="g",
+        value=b"{}",
+        key=None,
+        headers={"Tideflow-Subject": "orders.eu", "trace-id": "abc", "tideflow-failures": "9"},
+        partition=0,
+        id="7",
+        delivery_count=5,
+    )
+    headers = dead_letter_headers(message, KeyError("sku"), flow="f", consumer="c")
+    assert "Tideflow-Subject" not in headers  # it would steer the publish to "orders.eu"
+    assert headers["tideflow-original-subject"] == "orders.eu"
+    assert headers["trace-id"] == "abc"
+    assert headers["tideflow-failures"] == "5" and headers["tideflow-error-type"] == "KeyError"
