@@ -40,11 +40,18 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/compile_bench.py
 
+# Debian packages: graphviz (`dot`, for pictures) and chromium (the dashboard's
+# browser tests; never a browser that a tool downloads itself).
 sysdeps:
-	@command -v dot >/dev/null 2>&1 || { \
-	  echo "installing graphviz (the 'dot' program) from Debian's packages"; \
+	@missing=""; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian's packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml $(LOCAL_PLUGINS) | sysdeps
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

@@ -62,6 +62,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "worker": "tideflow.cli_worker:worker_command",
     "simulate": "tideflow.cli_autoscale:simulate_command",
     "explain": "tideflow.cli_autoscale:explain_command",
+    "serve": "tideflow.cli_serve:serve_command",
 }
 """Commands defined in other modules, loaded on first use (keeps `tideflow lint` fast)."""
 
