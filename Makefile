@@ -37,8 +37,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -W error
 
+# Each prints its figures beside a baseline measured in the same run.
 bench: $(STAMP)
 	$(PY) bench/compile_bench.py
+	$(PY) bench/runtime_bench.py
+	$(PY) bench/broker_bench.py
+	$(PY) bench/broker_bench_nats.py
+	$(PY) bench/autoscale_bench.py
 
 # Debian packages: graphviz (`dot`, for pictures) and chromium (the dashboard's
 # browser tests; never a browser that a tool downloads itself).

@@ -1,4 +1,9 @@
-"""Runtime benchmark: how late schedules fire.
+"""Runtime benchmark: dispatch overhead per task transition, and how late schedules fire.
+
+Dispatch (measured by `dispatch_bench.measure_dispatch`, beside this file):
+1,000 no-op Python jobs in a chain and in a wide fan-out, history in SQLite,
+as milliseconds per task transition, beside calling the same function in a
+plain loop. Target: under 1 ms per transition.
 
 Fire-time lateness: `--jobs` jobs (20 by default), each on `every(1s)`, run by
 the real `Scheduler` with the `SystemClock` and a SQLite run-history store in a
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +40,7 @@ from tideflow.runtime.scheduler import FireRequest, Scheduler
 from tideflow.runtime.store import Store
 
 TARGET_P99_MS = 20.0
+TARGET_DISPATCH_MS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +116,33 @@ def measure_lateness(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "dispatch", "lateness"), default="all")
+    parser.add_argument("--dispatch-jobs", type=int, default=1000, help="no-op jobs (1000)")
     parser.add_argument("--jobs", type=int, default=20, help="jobs on every(1s) (20)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds to run each side (10)")
     parser.add_argument("--store", default=None, help="state store URL (a temporary SQLite file)")
     args = parser.parse_args(argv)
+    if args.part in ("all", "dispatch"):
+        print_dispatch(args.dispatch_jobs)
+    if args.part in ("all", "lateness"):
+        print_lateness(args.jobs, args.seconds, args.store)
 
-    report = measure_lateness(args.jobs, args.seconds, args.store)
+
+def print_dispatch(jobs: int) -> None:
+    from dispatch_bench import measure_dispatch  # beside this file
+
+    worst = 0.0
+    for shape in ("chain", "fan-out"):
+        result = measure_dispatch(shape, jobs, concurrency=2)
+        worst = max(worst, result.ms_per_transition)
+        print("dispatch: " + result.describe())
+    met = worst < TARGET_DISPATCH_MS
+    print(f"target under {TARGET_DISPATCH_MS:g} ms per transition: {'met' if met else 'NOT met'}")
+    sys.stdout.flush()
+
+
+def print_lateness(jobs: int, seconds: int, store: str | None) -> None:
+    report = measure_lateness(jobs, seconds, store)
     print(
         f"fire-time lateness: {report.jobs} jobs on every(1s) for {report.seconds} s "
         f"= {report.scheduler.count} firings"
