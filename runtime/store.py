@@ -179,8 +179,9 @@ class Store:
     def record_fires(self, flow: str, fires: Sequence[tuple[str, datetime]]) -> list[bool]:
         """`record_fire` for several (job, instant) pairs in one transaction.
 
-        The scheduler records every instant due at one wake-up at once: one commit
-        instead of one per job keeps a burst of simultaneous schedules on time.
+        The scheduler records every instant due at one wake-up at once: one commit,
+        and one statement per kind of change, instead of one of each per job keeps a
+        burst of simultaneous schedules on time.
         """
         now = utcnow()
         state = t.schedule_state
@@ -192,26 +193,34 @@ class Store:
                     state.c.flow == flow, state.c.job.in_(jobs)
                 )
             ).all()
-            last: dict[str, datetime] = {r.job: r.last_fired_at for r in rows}
+            known: dict[str, datetime] = {r.job: r.last_fired_at for r in rows}
+            last = dict(known)
             for job, instant in fires:
                 current = last.get(job)
-                if current is not None and current >= instant:
-                    accepted.append(False)
-                    continue
-                if current is None:
-                    conn.execute(
-                        sa.insert(state).values(
-                            flow=flow, job=job, last_fired_at=instant, updated_at=now
-                        )
-                    )
-                else:
-                    conn.execute(
-                        sa.update(state)
-                        .where(state.c.flow == flow, state.c.job == job)
-                        .values(last_fired_at=instant, updated_at=now)
-                    )
-                last[job] = instant
-                accepted.append(True)
+                fresh = current is None or current < instant
+                if fresh:
+                    last[job] = instant
+                accepted.append(fresh)
+            changed = {job: instant for job, instant in last.items() if known.get(job) != instant}
+            inserts = [
+                {"flow": flow, "job": job, "last_fired_at": instant, "updated_at": now}
+                for job, instant in changed.items()
+                if job not in known
+            ]
+            updates = [
+                {"b_job": job, "b_last": instant}
+                for job, instant in changed.items()
+                if job in known
+            ]
+            if inserts:
+                conn.execute(sa.insert(state), inserts)
+            if updates:
+                conn.execute(
+                    sa.update(state)
+                    .where(state.c.flow == flow, state.c.job == sa.bindparam("b_job"))
+                    .values(last_fired_at=sa.bindparam("b_last"), updated_at=now),
+                    updates,
+                )
         return accepted
 
     # --- runs ------------------------------------------------------------------
