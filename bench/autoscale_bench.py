@@ -8,25 +8,47 @@ Each section of the report is one function in SECTIONS, run in order by main():
   HPA sync 15 s, 5 m scale-down window, 5 m cooldown to zero), and prints the time
   to drain after the last spike and the instance-seconds, tideflow's over KEDA's.
 
-The live half of the target ("from a backlog spike to the first new consumer
-instance: under poll + 1 s", measured on the local scaler with real processes)
-joins SECTIONS as its own function when the local scaler exists; nothing here
-stands in for it.
+- `live_spike`: the target "from a backlog spike to the first new consumer
+  instance: under poll + 1 s" (KEDA + HPA defaults: 15 to 45 s), measured for real.
+  `tideflow run` runs a flow on the embedded broker whose consumer scales with the
+  `local` scaler (poll 1 s), first with min = 0 (0 -> first instance), then with
+  min = 1 (1 -> 2). At a recorded instant a burst is published; the figures are, from
+  the moment the burst is committed: the autoscaler's decision (its stored
+  `taken_at`), the new `tideflow worker` process existing (seen as a child of the
+  orchestrator, /proc read every few ms) and the new instance's handler being called
+  for its first message (the handler writes `time.time()`). Each spike waits for the
+  consumer to be back at min, then a random part of a poll, so that spikes fall at
+  every phase of the autoscaler's poll grid. Beside it, in the same run, the time a
+  bare `subprocess.Popen([python, "-c", "pass"])` takes: how much of the figure is
+  Python start-up.
 
-Run: `.venv/bin/python bench/autoscale_bench.py [--service-rate 200] [--startup 2s]`.
+Run: `.venv/bin/python bench/autoscale_bench.py [--service-rate 200] [--startup 2s]
+[--spikes 6]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
+import os
+import random
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-from tideflow.compiler import compile_source
-from tideflow.compiler.ir import ScaleRule
+from tideflow.compiler import compile_flow, compile_source
+from tideflow.compiler.ir import FlowIR, ScaleRule
+from tideflow.plugins import OutgoingMessage
+from tideflow.runtime.backends import open_topic_broker
+from tideflow.runtime.context import encode_payload
 from tideflow.runtime.simulate import (
     Comparison,
     SimulationSettings,
@@ -34,6 +56,7 @@ from tideflow.runtime.simulate import (
     parse_duration,
     parse_profile,
 )
+from tideflow.runtime.store import Store
 
 PARTITIONS = 12
 
@@ -169,9 +192,296 @@ def _geomean(values: Sequence[float | None]) -> str:
     return f"{math.exp(sum(math.log(v) for v in known) / len(known)):.2f} over {len(known)} loads"
 
 
-# Each section prints its part of the report; the live measurement on the local scaler
-# is added here as another function once that scaler exists.
-SECTIONS: tuple[Callable[[argparse.Namespace], None], ...] = (simulated_against_keda,)
+# --- live: from a backlog spike to the first new instance ------------------------------
+
+LIVE_POLL = 1.0
+LIVE_MAX = 2
+LIVE_LAG_PER_INSTANCE = 100
+LIVE_BURST = 400  # 4 instances' worth: scales to max at once
+LIVE_SETTLE = 1.0  # cooldown and scale-down window: the consumer is back at min soon
+LIVE_TIMEOUT = 30.0  # any one wait of the live section
+
+# 10 ms of work per message; the first message a process handles leaves its time
+LIVE_HANDLERS = """\
+import os
+import time
+
+_first_done = False
+
+
+def handle(ctx, message):
+    global _first_done
+    if not _first_done:
+        _first_done = True
+        path = os.path.join(ctx.params["out"], f"{os.getpid()}.first")
+        with open(path + ".tmp", "w") as stream:
+            stream.write(repr(time.time()))
+        os.replace(path + ".tmp", path)
+    time.sleep(0.01)
+"""
+
+
+def _live_flow(minimum: int, out: Path) -> str:
+    return f"""\
+flow "spike" {{
+  timezone = "UTC"
+}}
+
+broker "main" {{
+  kind = "embedded"
+  path = "broker.db"
+}}
+
+topic "orders" {{
+  broker     = broker.main
+  partitions = 4
+}}
+
+consumer "workers" {{
+  consumes      = topic.orders
+  run           = "spike_handlers:handle"
+  batch_size    = 1
+  max_in_flight = 1
+  params        = {{ out = "{out}" }}
+  scale {{
+    min               = {minimum}
+    max               = {LIVE_MAX}
+    lag_per_instance  = {LIVE_LAG_PER_INSTANCE}
+    poll              = {LIVE_POLL:g}s
+    cooldown          = {LIVE_SETTLE:g}s
+    scale_down_window = {LIVE_SETTLE:g}s
+    drain_timeout     = 5s
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Spike:
+    """Seconds from the burst's commit to each step; None when it was not seen."""
+
+    decided: float
+    process: float
+    first_message: float | None
+
+
+def _worker_children(pid: int) -> set[int]:
+    """The `tideflow worker` processes `pid` started (/proc/PID/task/TID/children, Linux;
+    the orchestrator's other children, such as its job worker, are left out)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue  # a thread that ended
+    found: set[int] = set()
+    for child in children:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone
+        if b"tideflow" in argv and b"worker" in argv:
+            found.add(child)
+    return found
+
+
+def _wait_for(condition: Callable[[], bool], what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"live: timed out waiting for {what}")
+        time.sleep(interval)
+
+
+async def _publish_burst(flow: FlowIR, first_id: int) -> None:
+    async with open_topic_broker(flow, "orders") as broker:
+        messages = [
+            OutgoingMessage(encode_payload({"id": i}))
+            for i in range(first_id, first_id + LIVE_BURST)
+        ]
+        await broker.publish("orders", messages)
+
+
+async def _backlog(flow: FlowIR) -> int:
+    async with open_topic_broker(flow, "orders") as broker:
+        return (await broker.backlog("orders", "workers")).total
+
+
+class _LiveRun:
+    """`tideflow run` (a subprocess) on the live flow, and what the bench reads of it."""
+
+    def __init__(self, minimum: int, root: Path) -> None:
+        self.minimum = minimum
+        self.out = root / "out"
+        self.out.mkdir()
+        (root / "spike_handlers.py").write_text(LIVE_HANDLERS)
+        flow_path = root / "spike.flow"
+        flow_path.write_text(_live_flow(minimum, self.out))
+        compiled = compile_flow(flow_path)
+        if compiled.ir is None:
+            raise SystemExit("live: the benchmark's flow does not compile: " + str(compiled.errors))
+        self.flow = compiled.ir
+        state = f"sqlite:///{root / 'state.db'}"
+        Store.open(state).close()
+        self.store = Store.open(state)
+        self._log = (root / "orchestrator.log").open("w")
+        self.orchestrator = subprocess.Popen(
+            [sys.executable, "-m", "tideflow", "run", str(flow_path), "--no-live"],
+            cwd=root,
+            env={**os.environ, "TIDEFLOW_STATE": state},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def close(self) -> None:
+        if self.orchestrator.poll() is None:
+            self.orchestrator.send_signal(signal.SIGTERM)
+            try:
+                self.orchestrator.wait(30)
+            except subprocess.TimeoutExpired:
+                self.orchestrator.kill()
+                self.orchestrator.wait()
+        self.store.close()
+        self._log.close()
+
+    def instances(self) -> set[int]:
+        return _worker_children(self.orchestrator.pid)
+
+    def decided(self) -> bool:
+        """Whether the autoscaler has taken a decision (it runs: the group exists)."""
+        return bool(self.store.decisions(flow="spike", consumer="workers", limit=1))
+
+    def changes(self, since: datetime | None = None) -> list[datetime]:
+        """When the applied decisions (changes of the count) were taken, oldest first."""
+        rows = self.store.decisions(flow="spike", consumer="workers", since=since, limit=None)
+        return sorted(d.taken_at for d in rows if d.applied)
+
+    def started(self) -> None:
+        """Wait for the orchestrator's first decision and the min instances at work."""
+
+        def running() -> bool:
+            alive = self.store.instances(flow="spike", consumer="workers", alive_within=5)
+            return sum(i.stats.status.value == "running" for i in alive) == self.minimum
+
+        _wait_for(lambda: self.orchestrator.poll() is None and self.decided(), "a decision")
+        _wait_for(running, f"{self.minimum} running instance(s)")
+
+    def at_rest(self) -> bool:
+        """Back at min, and the last change long enough ago that a new spike neither
+        meets a stabilization window nor lengthens one (decide's rule 8)."""
+        if len(self.instances()) != self.minimum:
+            return False
+        changes = self.changes()
+        if changes and (datetime.now(UTC) - changes[-1]).total_seconds() <= LIVE_SETTLE + 0.2:
+            return False
+        return asyncio.run(_backlog(self.flow)) == 0
+
+    def spike(self, first_id: int) -> Spike:
+        """Publish a burst and time the consumer's answer to it."""
+        before = self.instances()
+        asyncio.run(_publish_burst(self.flow, first_id))
+        committed = time.time()
+        committed_at = datetime.fromtimestamp(committed, UTC)
+        _wait_for(lambda: bool(self.instances() - before), "a new instance", interval=0.002)
+        process = time.time() - committed
+        new = self.instances() - before
+        _wait_for(lambda: bool(self.changes(committed_at)), "the decision to scale up")
+        decided = (self.changes(committed_at)[0] - committed_at).total_seconds()
+        firsts = [self.out / f"{pid}.first" for pid in new]
+        try:
+            _wait_for(lambda: any(p.exists() for p in firsts), "a first message")
+        except SystemExit:
+            return Spike(decided, process, None)  # the running instances drained it all
+        first = min(float(p.read_text()) for p in firsts if p.exists())
+        return Spike(decided, process, first - committed)
+
+
+def _measure_spikes(minimum: int, spikes: int, root: Path) -> list[Spike]:
+    """`spikes` bursts, each from the consumer at rest at `min = minimum`."""
+    run = _LiveRun(minimum, root)
+    try:
+        run.started()
+        results = []
+        for number in range(spikes):
+            _wait_for(run.at_rest, "the consumer to be back at min", interval=0.1)
+            # so that spikes fall at every phase of the autoscaler's poll grid
+            time.sleep(random.uniform(0.0, LIVE_POLL))
+            results.append(run.spike(number * LIVE_BURST))
+        return results
+    finally:
+        run.close()
+
+
+def _popen_seconds(argv: Sequence[str], repeats: int) -> tuple[float, float]:
+    """Median seconds for `Popen(argv)` to return, and for the process to exit."""
+    spawned, exited = [], []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spawned.append(time.perf_counter() - began)
+        process.wait()
+        exited.append(time.perf_counter() - began)
+    return statistics.median(spawned), statistics.median(exited)
+
+
+def live_spike(args: argparse.Namespace) -> None:
+    target = LIVE_POLL + 1.0
+    print(
+        f"live: `tideflow run` with the local scaler on the embedded broker, poll "
+        f"{LIVE_POLL:g}s, lag_per_instance {LIVE_LAG_PER_INSTANCE}, max {LIVE_MAX}; "
+        f"bursts of {LIVE_BURST} messages (10 ms each, max_in_flight 1), {args.spikes} per "
+        f"row;\ntarget: first new instance under poll + 1 s = {target:g}s "
+        f"(KEDA + HPA defaults: 15 to 45 s)"
+    )
+    header = (
+        f"{'from the burst to':<46} {'median':>8} {'max':>8} {'target':>8}  {'met':>4}  "
+        "each spike, in order"
+    )
+    lines = [header, "-" * len(header)]
+    for minimum in (0, 1):
+        with tempfile.TemporaryDirectory(prefix="tideflow-spike-") as folder:
+            spikes = _measure_spikes(minimum, args.spikes, Path(folder))
+        scaling = f"{minimum} -> {LIVE_MAX}, the first new one"
+        firsts = [s.first_message for s in spikes if s.first_message is not None]
+        rows: list[tuple[str, list[float]]] = [
+            (f"min {minimum} ({scaling}): decided", [s.decided for s in spikes]),
+            ("  new worker process exists", [s.process for s in spikes]),
+            ("  its first message handled", firsts),
+        ]
+        for label, values in rows:
+            if not values:
+                lines.append(f"{label:<46} {'-':>8} {'-':>8}")
+                continue
+            worst = max(values)
+            lines.append(
+                f"{label:<46} {statistics.median(values):>7.2f}s {worst:>7.2f}s "
+                f"{target:>7.1f}s  {'yes' if worst < target else 'no':>4}  "
+                + " ".join(f"{v:.2f}" for v in values)
+            )
+        if len(firsts) < len(spikes):
+            lines.append(
+                f"  ({len(spikes) - len(firsts)} spike(s): the new instance found nothing left)"
+            )
+    print("\n".join(lines))
+    spawn, exit_after = _popen_seconds([sys.executable, "-c", "pass"], 10)
+    _, cli_exit = _popen_seconds([sys.executable, "-m", "tideflow", "worker", "--help"], 5)
+    print(
+        f"baseline, same run: Popen([python, '-c', 'pass']) returns in {spawn * 1000:.1f} ms, "
+        f"the process has exited after {exit_after * 1000:.0f} ms;\n"
+        f"`python -m tideflow worker --help` (Python and tideflow's CLI: no flow, no store, "
+        f"no broker) exits after {cli_exit * 1000:.0f} ms"
+    )
+    print(
+        "from the burst: from the commit of its publish; decided: the decision's stored "
+        "taken_at; process exists: a `tideflow worker`\nchild of the orchestrator is in /proc "
+        "(read every 2 ms); first message: the new instance's handler was called, after "
+        "Python\nstart-up, imports, compiling the flow, opening the store and joining the "
+        "consumer group"
+    )
+
+
+# Each section prints its part of the report.
+SECTIONS: tuple[Callable[[argparse.Namespace], None], ...] = (simulated_against_keda, live_spike)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-rate", type=float, default=200.0, help="messages/s each")
     parser.add_argument("--startup", type=parse_duration, default=2.0, help="e.g. 2s")
     parser.add_argument("--duration", type=parse_duration, default=1800.0, help="e.g. 30m")
+    parser.add_argument("--spikes", type=int, default=6, help="live bursts per row (5 to 10)")
     args = parser.parse_args(argv)
     print(f"tideflow autoscaling benchmark, python {sys.version.split()[0]}")
     for section in SECTIONS:
