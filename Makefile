@@ -42,7 +42,6 @@ bench: $(STAMP)
 	$(PY) bench/compile_bench.py
 	$(PY) bench/runtime_bench.py
 	$(PY) bench/broker_bench.py
-	$(PY) bench/broker_bench_nats.py
 	$(PY) bench/autoscale_bench.py
 
 # Debian packages: graphviz (`dot`, for pictures) and chromium (the dashboard's

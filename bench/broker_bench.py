@@ -278,7 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--payload", type=int, default=100, help="bytes per message")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure, best kept")
+    parser.add_argument(
+        "--backends",
+        default="embedded,nats,kafka",
+        help="which brokers (default: %(default)s); nats and kafka start their own servers "
+        "and run broker_bench_nats.py / broker_bench_kafka.py beside this file",
+    )
     args = parser.parse_args(argv)
+    backends = {b.strip() for b in args.backends.split(",") if b.strip()}
+    unknown = backends - {"embedded", "nats", "kafka"}
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    for name in ("nats", "kafka"):
+        if name in backends:
+            module = __import__(f"broker_bench_{name}")  # beside this file
+            module.main([])
+            print()
+    if "embedded" not in backends:
+        return 0
     try:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
