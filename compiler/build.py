@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import schema as s
-from .checks import CheckedFlow, Declaration, ScheduleSpec, Section
+from .checks import CheckedFlow, Declaration, OtherFlowsJob, ScheduleSpec, Section
 from .ir import (
     BrokerNode,
     ConsumerNode,
@@ -105,6 +105,9 @@ def _job(
     schedule = values.get("schedule")
     if isinstance(schedule, ScheduleSpec):
         fields["schedule"] = Schedule(schedule.kind, zone, schedule.cron, schedule.interval)
+    after = values.get("after", ())
+    fields["after"] = tuple(d for d in after if isinstance(d, str))
+    fields["after_flows"] = tuple((d.flow, d.job) for d in after if isinstance(d, OtherFlowsJob))
     fields["retry"] = _retry(values.get("retry"), flow_retry)
     fields["timeout"] = values.get("timeout", flow_timeout)
     resources = values.get("resources")

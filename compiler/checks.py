@@ -35,6 +35,19 @@ __all__ = ["CheckedFlow", "Declaration", "ScheduleSpec", "Section", "check_flow"
 Item: TypeAlias = Attribute | Block | MapEntry
 
 
+@dataclass(frozen=True, slots=True)
+class OtherFlowsJob:
+    """A job of another flow, named by `flow.FLOW.job.JOB` in `after`."""
+
+    flow: str
+    job: str
+
+
+def _is_other_flows_job(expr: ast.Reference) -> bool:
+    parts = expr.parts
+    return len(parts) == 4 and parts[0] == "flow" and parts[2] == "job"
+
+
 class _Invalid:
     """The result of converting a value that had a problem (already reported)."""
 
@@ -751,6 +764,9 @@ class _Checker:
     def _reference(self, expr: Any, vtype: s.RefType, name: str, owner: str) -> Any:
         kind = type(expr)
         declared = self.blocks[vtype.kind]
+        if kind is ast.Reference and _is_other_flows_job(expr) and vtype.kind == "job":
+            # a job of another flow (`flow.billing.job.close`): not checkable here
+            return OtherFlowsJob(expr.parts[1], expr.parts[3])
         if kind is ast.Reference:
             target = expr.target
             if expr.kind == vtype.kind and target in declared:

@@ -125,6 +125,8 @@ class JobNode:
     publishes: tuple[str, ...] = ()
     publish_stdout: bool = False
     after: tuple[str, ...] = ()
+    # jobs of other flows this one runs after, as (flow, job): `flow.billing.job.close`
+    after_flows: tuple[tuple[str, str], ...] = ()
     trigger: str = "all_success"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None

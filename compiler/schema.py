@@ -491,7 +491,7 @@ JOB = BlockSchema(
         Field(
             "after",
             ListType(RefType("job"), allow_single=True),
-            "Jobs this one depends on.",
+            "Jobs this one depends on; `flow.FLOW.job.NAME` names a job of another flow.",
             example="[job.extract]",
         ),
         Field(

@@ -7,7 +7,11 @@ orchestrator left: attempts still marked running are marked lost and retried
 per their policy, and unfinished flow runs resume. Then, per flow, the
 scheduler fires schedules into the executor, manual triggers (claimed from the
 store, where `tideflow trigger` and the dashboard leave them) go the same way,
-and run events reach the flow's notify blocks. Each consumer runs as
+and run events reach the flow's notify blocks. A job whose `after` names a
+job of another flow (`flow.billing.job.close`) starts, through the same path,
+when a run of that job finishes as its trigger rule asks (see `FIRES_ON`);
+each upstream run acted on is recorded before the start, like a schedule
+instant, so a restart neither skips nor repeats one. Each consumer runs as
 instances started by its scale backend: one with a `scale` block follows its
 backlog through an autoscaler; one without runs a single local instance.
 
@@ -26,9 +30,9 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tideflow.compiler.ir import ConsumerNode, FlowIR
 from tideflow.compiler.irjson import to_json
@@ -38,6 +42,7 @@ from .autoscaler import Autoscaler
 from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
 from .executor import Executor, RunRequest
+from .model import RunStatus, TriggerKind
 from .notify import Notifications
 from .scheduler import FireRequest, Scheduler
 from .secrets import UnresolvedValueError
@@ -63,6 +68,32 @@ def _tideflow_process(pid: int) -> bool:
             return True
         return True  # no /proc: alive, and we cannot tell what it runs
     return b"tideflow" in cmdline
+
+
+# The endings of another flow's job that start a job waiting for it, by trigger rule.
+FIRES_ON: Final[Mapping[str, frozenset[RunStatus]]] = {
+    "all_success": frozenset({RunStatus.SUCCESS}),
+    "one_success": frozenset({RunStatus.SUCCESS}),
+    "none_failed": frozenset({RunStatus.SUCCESS, RunStatus.SKIPPED}),
+    "one_failed": frozenset({RunStatus.FAILED, RunStatus.UPSTREAM_FAILED}),
+    "all_done": frozenset(s for s in RunStatus if s.finished),
+    "always": frozenset(s for s in RunStatus if s.finished),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Upstream:
+    """A job of another flow that jobs of `flow` run after."""
+
+    flow: str  # the flow waiting
+    upstream_flow: str
+    upstream_job: str
+    jobs: tuple[str, ...]  # the waiting jobs
+
+    @property
+    def ledger_key(self) -> str:
+        # kept among the flow's schedule state: the newest upstream finish acted on
+        return f"@after:{self.upstream_flow}.{self.upstream_job}"
 
 
 class OrchestratorError(Exception):
@@ -100,6 +131,7 @@ class Orchestrator:
     on_started: Callable[[Orchestrator], None] | None = None
     id: int | None = None
     runtimes: dict[str, _FlowRuntime] = field(default_factory=dict)
+    upstreams: list[_Upstream] = field(default_factory=list)
     _last_heartbeat: float = 0.0
 
     @property
@@ -128,6 +160,7 @@ class Orchestrator:
             for flow in self.flows:
                 self._start_flow(flow)
             await self._recover()
+            self._watch_other_flows()
             for runtime in self.runtimes.values():
                 await self._start_consumers(runtime)
                 if runtime.scheduler is not None:
@@ -277,6 +310,50 @@ class Orchestrator:
                     )
                 item.crash_looping = looping
 
+    def _watch_other_flows(self) -> None:
+        """Start following the other flows' jobs that jobs here run after. The first
+        time, from now: runs that finished before are history, not triggers."""
+        waiting: dict[tuple[str, str, str], list[str]] = {}
+        for flow in self.flows:
+            for job in flow.jobs.values():
+                for upstream_flow, upstream_job in job.after_flows:
+                    key = (flow.info.name, upstream_flow, upstream_job)
+                    waiting.setdefault(key, []).append(job.name)
+        now = datetime.now(UTC)
+        for (name, upstream_flow, upstream_job), jobs in sorted(waiting.items()):
+            upstream = _Upstream(name, upstream_flow, upstream_job, tuple(jobs))
+            if upstream.ledger_key not in self.store.last_fired(name):
+                self.store.record_fire(name, upstream.ledger_key, now)
+            self.upstreams.append(upstream)
+
+    async def _follow_other_flows(self) -> None:
+        for upstream in self.upstreams:
+            since = self.store.last_fired(upstream.flow)[upstream.ledger_key]
+            finished = self.store.finished_job_runs(
+                upstream.upstream_flow, upstream.upstream_job, after=since
+            )
+            runtime = self.runtimes[upstream.flow]
+            for row in finished:
+                assert row.finished_at is not None
+                if not self.store.record_fire(upstream.flow, upstream.ledger_key, row.finished_at):
+                    continue
+                for job in upstream.jobs:
+                    if row.status not in FIRES_ON[runtime.flow.jobs[job].trigger]:
+                        continue
+                    flow_run = await runtime.executor.submit(
+                        RunRequest(job, TriggerKind.FLOW, params={})
+                    )
+                    log.info(
+                        'flow "%s": job "%s" after %s.%s (run %d, %s) -> flow run %d',
+                        upstream.flow,
+                        job,
+                        upstream.upstream_flow,
+                        upstream.upstream_job,
+                        row.id,
+                        row.status,
+                        flow_run,
+                    )
+
     # --- running -------------------------------------------------------------------------
 
     async def _fire(self, request: FireRequest) -> None:
@@ -300,6 +377,7 @@ class Orchestrator:
         while not stop.is_set():
             self._heartbeat()
             await self._watch_consumers()
+            await self._follow_other_flows()
             for request in self.store.claim_trigger_requests(self.names, self.id):
                 runtime = self.runtimes[request.flow]
                 if request.job not in runtime.flow.jobs:

@@ -767,6 +767,17 @@ class Store:
         with self.engine.connect() as conn:
             return [_job_run(r) for r in conn.execute(query)]
 
+    def finished_job_runs(self, flow: str, job: str, *, after: datetime) -> list[JobRunRow]:
+        """Runs of a job that finished after `after`, in the order they finished."""
+        runs = t.job_runs
+        query = (
+            sa.select(runs)
+            .where(runs.c.flow == flow, runs.c.job == job, runs.c.finished_at > after)
+            .order_by(runs.c.finished_at, runs.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_job_run(r) for r in conn.execute(query)]
+
     def job_run(self, job_run_id: int) -> JobRunRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t.job_runs).where(t.job_runs.c.id == job_run_id)).first()

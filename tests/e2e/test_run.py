@@ -251,3 +251,44 @@ def test_status_and_upcoming(project: Project) -> None:
     assert report["orchestrator"] is None
     assert report["jobs"][0]["schedule"] == "cron 30 1 * * * Europe/Lisbon"
     assert report["jobs"][0]["next_run"] is not None
+
+
+def test_a_job_runs_after_a_job_of_another_flow_once(project: Project) -> None:
+    billing = project.flow('job "close" { run = "testjobs:hello" }\n', name="billing")
+    reports = project.flow(
+        """
+        job "monthly" {
+          run   = "testjobs:hello"
+          after = [flow.billing.job.close]
+        }
+        job "alarm" {
+          run     = "testjobs:hello"
+          after   = [flow.billing.job.close]
+          trigger = one_failed
+        }
+        """,
+        name="reports",
+    )
+    process = project.start(billing, str(reports))
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["reports"], 30) != [])
+        done = project.cli("trigger", str(billing), "close", "--wait")
+        assert done.returncode == 0, done.stderr
+        with project.store() as store:
+            wait_until(lambda: store.job_runs(flow="reports", job="monthly") != [])
+            (monthly,) = store.job_runs(flow="reports", job="monthly")
+            assert monthly.trigger.value == "flow"
+            wait_until(lambda: store.job_runs(flow="reports", status=RunStatus.SUCCESS) != [])
+    finally:
+        output = stop(process)
+    assert process.returncode == 0, output
+    again = project.start(billing, str(reports))  # a restart must not act on it again
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["reports"], 30) != [])
+            time.sleep(1.5)  # three trigger polls: time for a wrong second start to show
+            assert len(store.job_runs(flow="reports", job="monthly")) == 1
+            assert store.job_runs(flow="reports", job="alarm") == []  # close succeeded
+    finally:
+        stop(again)
