@@ -1,6 +1,7 @@
 """A supplier job publishes 100,000 messages; consumer instances drain them.
 
-The whole path as a user runs it, on the embedded broker: `tideflow run` fires
+The whole path as a user runs it, on each built-in broker (the embedded one,
+NATS JetStream and Kafka, the servers started by fixtures): `tideflow run` fires
 the job in a worker process, which publishes through the broker; `tideflow
 worker` instances started by the local scaler consume; one of them is killed
 with SIGKILL mid-run and replaced. Every message must be handled at least once;
@@ -22,6 +23,11 @@ from pathlib import Path
 import pytest
 from tideflow.runtime.model import RunStatus
 from tideflow.runtime.store import Store
+
+from tideflow.testing.kafka import kafka_bootstrap, kafka_server
+from tideflow.testing.nats import nats_server, nats_url
+
+__all__ = ["kafka_bootstrap", "kafka_server", "nats_server", "nats_url"]  # fixtures
 
 MESSAGES = 100_000
 
@@ -71,14 +77,34 @@ def workers_of(flow: Path) -> list[int]:
     return found
 
 
+def broker_block(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "embedded":
+        # a killed instance's leased messages come back after the visibility timeout
+        return 'broker "b" { kind = "embedded"  visibility_timeout = 3s }'
+    if backend == "nats":
+        url = request.getfixturevalue("nats_url")
+        # a killed instance's messages come back after ack_wait
+        return f'broker "b" {{ kind = "nats"  servers = ["{url}"]  ack_wait = 3s }}'
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    # short sessions: the group notices the killed instance within seconds
+    return (
+        f'broker "b" {{ kind = "kafka"  bootstrap = "{bootstrap}"  '
+        "session_timeout = 2s  heartbeat_interval = 500ms }"
+    )
+
+
 @pytest.mark.slow
-def test_100k_messages_from_a_job_to_three_instances_one_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["embedded", "nats", "kafka"])
+def test_100k_messages_from_a_job_to_three_instances_one_killed(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     (tmp_path / "pipeline.py").write_text(HANDLERS)
     flow = tmp_path / "numbers.flow"
+    broker = broker_block(backend, request)
     flow.write_text(
         textwrap.dedent(f"""
         flow "numbers" {{}}
-        broker "local" {{ kind = "embedded" }}
+        {broker}
         topic "numbers" {{ partitions = 6 }}
         job "supply" {{
           run       = "pipeline:supply"
@@ -135,7 +161,10 @@ def test_100k_messages_from_a_job_to_three_instances_one_killed(tmp_path: Path) 
     counts = handled(tmp_path)
     assert set(counts) == {str(n) for n in range(MESSAGES)}, "a message was lost"
     twice = sum(n - 1 for n in counts.values() if n > 1)
-    print(f"\n{MESSAGES:,} messages drained in {drained:.1f} s; handled more than once: {twice}")
+    print(
+        f"\n{backend}: {MESSAGES:,} messages drained in {drained:.1f} s; "
+        f"handled more than once: {twice}"
+    )
     assert workers_of(flow) == [], "instances outlived the orchestrator"
     with Store.open(state) as store:
         (run,) = store.job_runs(job="supply")
