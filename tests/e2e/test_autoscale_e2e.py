@@ -1,11 +1,9 @@
 """End to end, as a user runs it: `tideflow run FILE` on a flow whose consumer has a
-`scale` block on the embedded broker. A burst of messages scales the `tideflow
-worker` processes up to the rule's max, one of them is killed with SIGKILL mid-drain
-and replaced, every message is handled, the count comes back to min after the
-scale-down window, and SIGTERM to the orchestrator leaves no worker behind.
-
-(The same test on Kafka, another broker block in place of EMBEDDED_BROKER, is the
-lead's to add once the Kafka broker lands.)
+`scale` block, on the embedded broker and on Kafka (Tansu, started by a fixture).
+A burst of messages scales the `tideflow worker` processes up to the rule's max,
+one of them is killed with SIGKILL mid-drain and replaced, every message is
+handled, the count comes back to min after the scale-down window, and SIGTERM to
+the orchestrator leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -30,6 +28,8 @@ from tideflow.runtime.context import encode_payload
 from tideflow.runtime.model import ScaleDecisionRow
 from tideflow.runtime.store import Store
 
+from tideflow.testing.kafka import kafka_bootstrap, kafka_server
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TIDEFLOW = [sys.executable, "-m", "tideflow"]
@@ -50,6 +50,8 @@ def handle(ctx, message):
         stream.write(f"{message.value['id']}\\n")
 """
 
+__all__ = ["kafka_bootstrap", "kafka_server"]  # fixtures
+
 # a SIGKILLed instance's message and partitions come back after visibility_timeout
 EMBEDDED_BROKER = """\
 broker "main" {
@@ -57,6 +59,20 @@ broker "main" {
   path               = "broker.db"
   visibility_timeout = 3s
 }
+"""
+
+# short sessions, so that the group notices a killed instance within seconds; one
+# record per produce request, because Tansu's log-end offset is exact only then
+# (see tideflow.testing.kafka)
+KAFKA_BROKER = """\
+broker "main" {{
+  kind               = "kafka"
+  bootstrap          = "{bootstrap}"
+  session_timeout    = 2s
+  heartbeat_interval = 500ms
+  offset_reset       = "earliest"
+  config             = {{ "producer.batch.num.messages" = "1" }}
+}}
 """
 
 FLOW = f"""\
@@ -167,13 +183,19 @@ class Orchestrator:
         self._log.close()
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[tuple[Path, Path, FlowIR, str]]:
+@pytest.fixture(params=["embedded", "kafka"])
+def project(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Path, Path, FlowIR, str]]:
     out = tmp_path / "out"
     out.mkdir()
     (tmp_path / "autoscale_handlers.py").write_text(HANDLERS)
     flow_path = (tmp_path / "autoscale.flow").resolve()
-    flow_path.write_text(FLOW.replace("@BROKER@", EMBEDDED_BROKER).replace("@OUT@", str(out)))
+    if request.param == "kafka":
+        broker = KAFKA_BROKER.format(bootstrap=request.getfixturevalue("kafka_bootstrap"))
+    else:
+        broker = EMBEDDED_BROKER
+    flow_path.write_text(FLOW.replace("@BROKER@", broker).replace("@OUT@", str(out)))
     result = compile_flow(flow_path)
     assert result.ir is not None, result.diagnostics
     state = f"sqlite:///{tmp_path / 'state.db'}"
