@@ -661,11 +661,13 @@ class LocalScaler(Scaler):
         delay = min(self.restart_backoff * 2 ** (slot.crashes_in_row - 1), self.max_backoff)
         slot.restart_at = now + delay
         name = process.instance_id if process else f"#{slot.number}"
+        # its last line is usually the reason ("error: ..."), worth seeing at once
+        said = f": {slot.last_output[-1].strip()}" if process and slot.last_output else ""
         log.warning(
             "consumer %s: instance %s %s (crash %d in a row); restarting in %.3gs",
             self.consumer.name,
             name,
-            "could not start" if process is None else f"ended: {describe_exit(code)}",
+            "could not start" if process is None else f"ended: {describe_exit(code)}{said}",
             slot.crashes_in_row,
             delay,
         )
