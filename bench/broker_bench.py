@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_rates import Rates, mark  # beside this file
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins import embedded_broker as embedded
 from tideflow.plugins.backends import OutgoingMessage
@@ -38,40 +39,6 @@ from tideflow.plugins.embedded_broker import EmbeddedBroker
 TARGET_RATIO = 0.8
 DEFAULT_BATCHES = (1, 10, 100, 1000)
 TOPIC, GROUP = "bench", "bench-group"
-
-Mark = tuple[float, float]  # (wall clock, process CPU time)
-
-
-def _mark() -> Mark:
-    return time.perf_counter(), time.process_time()
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Messages per second publishing, and consuming (consume + ack), by the wall
-    clock and by CPU time (all threads of the process)."""
-
-    publish: float
-    consume: float
-    publish_cpu: float
-    consume_cpu: float
-
-    @staticmethod
-    def of(messages: int, start: Mark, published: Mark, consumed: Mark) -> Rates:
-        return Rates(
-            messages / (published[0] - start[0]),
-            messages / (consumed[0] - published[0]),
-            messages / max(published[1] - start[1], 1e-9),
-            messages / max(consumed[1] - published[1], 1e-9),
-        )
-
-    def best(self, other: Rates) -> Rates:
-        return Rates(
-            max(self.publish, other.publish),
-            max(self.consume, other.consume),
-            max(self.publish_cpu, other.publish_cpu),
-            max(self.consume_cpu, other.consume_cpu),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +79,16 @@ async def _tideflow_run(path: Path, messages: int, batch: int, payload: bytes) -
             [OutgoingMessage(payload)] * min(batch, messages - start)
             for start in range(0, messages, batch)
         ]
-        start = _mark()
+        start = mark()
         for outgoing in batches:
             await broker.publish(TOPIC, outgoing)
-        published = _mark()
+        published = mark()
         received = 0
         while received < messages:
             got = await broker.consume(TOPIC, GROUP, max_messages=batch, wait=0)
             await broker.ack(got)
             received += len(got)
-        consumed = _mark()
+        consumed = mark()
     return Rates.of(messages, start, published, consumed)
 
 
@@ -158,7 +125,7 @@ def _raw_run(path: Path, messages: int, batch: int, payload: bytes) -> Rates:
         conn.execute("UPDATE partitions SET log_start = ? WHERE topic = ?", (committed, TOPIC))
         conn.execute("COMMIT")
 
-    start = _mark()
+    start = mark()
     for first in range(0, messages, batch):
         size = min(batch, messages - first)
         conn.execute("BEGIN IMMEDIATE")
@@ -175,7 +142,7 @@ def _raw_run(path: Path, messages: int, batch: int, payload: bytes) -> Rates:
         )
         conn.execute("COMMIT")
         cleanup()
-    published = _mark()
+    published = mark()
     received = 0
     while received < messages:
         conn.execute("BEGIN IMMEDIATE")
@@ -207,7 +174,7 @@ def _raw_run(path: Path, messages: int, batch: int, payload: bytes) -> Rates:
         conn.execute("COMMIT")
         cleanup()
         received += len(rows)
-    consumed = _mark()
+    consumed = mark()
     conn.close()
     return Rates.of(messages, start, published, consumed)
 

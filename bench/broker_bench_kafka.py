@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
+from bench_rates import Rates, mark  # beside this file
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
@@ -52,40 +52,6 @@ HEADERS = {"trace": "bench"}
 # short sessions: Tansu completes a group join after about half of one
 GROUP_OPTIONS = {"session_timeout": 2.0, "heartbeat_interval": 0.5}
 REQUEST_TIMEOUT = 30.0
-
-Mark = tuple[float, float]  # (wall clock, process CPU time)
-
-
-def _mark() -> Mark:
-    return time.perf_counter(), time.process_time()
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Messages per second publishing and consuming, by the wall clock and by CPU
-    time (all threads of the process, librdkafka's included)."""
-
-    publish: float
-    consume: float
-    publish_cpu: float
-    consume_cpu: float
-
-    @staticmethod
-    def of(messages: int, start: Mark, published: Mark, consumed: Mark) -> Rates:
-        return Rates(
-            messages / (published[0] - start[0]),
-            messages / (consumed[0] - published[0]),
-            messages / max(published[1] - start[1], 1e-9),
-            messages / max(consumed[1] - published[1], 1e-9),
-        )
-
-    def best(self, other: Rates) -> Rates:
-        return Rates(
-            max(self.publish, other.publish),
-            max(self.consume, other.consume),
-            max(self.publish_cpu, other.publish_cpu),
-            max(self.consume_cpu, other.consume_cpu),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +104,10 @@ async def _tideflow_run(bootstrap: str, messages: int, batch: int, payload: byte
             [OutgoingMessage(payload, headers=HEADERS)] * min(batch, messages - first)
             for first in range(0, messages, batch)
         ]
-        start = _mark()
+        start = mark()
         for outgoing in batches:
             await broker.publish(topic, outgoing)
-        published = _mark()
+        published = mark()
         received = 0
         while received < messages:
             got = await broker.consume(topic, group, max_messages=batch, wait=1.0)
@@ -149,7 +115,7 @@ async def _tideflow_run(bootstrap: str, messages: int, batch: int, payload: byte
                 message.value, message.key, message.headers  # noqa: B018 (the handler reads it)
             await broker.ack(got)
             received += len(got)
-        consumed = _mark()
+        consumed = mark()
     return Rates.of(messages, start, published, consumed)
 
 
@@ -203,13 +169,13 @@ def _raw_run(bootstrap: str, messages: int, batch: int, payload: bytes) -> Rates
         pass
     consumer.commit(offsets=_commit_offsets(topic, warm), asynchronous=True)
     headers = list(HEADERS.items())
-    start = _mark()
+    start = mark()
     for first in range(0, messages, batch):
         for _ in range(min(batch, messages - first)):
             producer.produce(topic, payload, None, headers=headers, on_delivery=on_delivery)
         if producer.flush(REQUEST_TIMEOUT) or failures:
             raise RuntimeError(f"raw publish failed: {failures[:1]}")
-    published = _mark()
+    published = mark()
     received = 0
     while received < messages:
         records = [r for r in consumer.consume(batch, 1.0) if r.error() is None]
@@ -218,7 +184,7 @@ def _raw_run(bootstrap: str, messages: int, batch: int, payload: bytes) -> Rates
         if records:
             consumer.commit(offsets=_commit_offsets(topic, records), asynchronous=True)
         received += len(records)
-    consumed = _mark()
+    consumed = mark()
     consumer.close()
     return Rates.of(messages, start, published, consumed)
 
@@ -239,7 +205,7 @@ async def _aio_run(bootstrap: str, messages: int, batch: int, payload: bytes) ->
         while not (warm := await consumer.consume(1, 1.0)):
             pass
         await consumer.commit(offsets=_commit_offsets(topic, warm), asynchronous=True)
-        start = _mark()
+        start = mark()
         for first in range(0, messages, batch):
             futures = [
                 await producer.produce(topic, payload)  # no headers: AIOProducer refuses them
@@ -247,7 +213,7 @@ async def _aio_run(bootstrap: str, messages: int, batch: int, payload: bytes) ->
             ]
             await producer.flush()
             await asyncio.gather(*futures)
-        published = _mark()
+        published = mark()
         received = 0
         while received < messages:
             records = [r for r in await consumer.consume(batch, 1.0) if r.error() is None]
@@ -256,7 +222,7 @@ async def _aio_run(bootstrap: str, messages: int, batch: int, payload: bytes) ->
             if records:
                 await consumer.commit(offsets=_commit_offsets(topic, records), asynchronous=True)
             received += len(records)
-        consumed = _mark()
+        consumed = mark()
     finally:
         await consumer.close()
         await producer.close()

@@ -34,13 +34,13 @@ import argparse
 import asyncio
 import importlib.metadata
 import sys
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import nats
+from bench_rates import Rates, mark  # beside this file
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
@@ -51,40 +51,6 @@ from tideflow.testing.nats import NatsServer, running_nats_server
 TARGET_RATIO = 0.8
 DEFAULT_BATCHES = (100, 1000)
 GROUP = "bench-group"
-
-Mark = tuple[float, float]  # (wall clock, process CPU time)
-
-
-def _mark() -> Mark:
-    return time.perf_counter(), time.process_time()
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Messages per second publishing, and consuming (consume + ack), by the wall
-    clock and by this process's CPU time."""
-
-    publish: float
-    consume: float
-    publish_cpu: float
-    consume_cpu: float
-
-    @staticmethod
-    def of(messages: int, start: Mark, published: Mark, consumed: Mark) -> Rates:
-        return Rates(
-            messages / (published[0] - start[0]),
-            messages / (consumed[0] - published[0]),
-            messages / max(published[1] - start[1], 1e-9),
-            messages / max(consumed[1] - published[1], 1e-9),
-        )
-
-    def best(self, other: Rates) -> Rates:
-        return Rates(
-            max(self.publish, other.publish),
-            max(self.consume, other.consume),
-            max(self.publish_cpu, other.publish_cpu),
-            max(self.consume_cpu, other.consume_cpu),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +98,16 @@ async def _tideflow_run(
             [OutgoingMessage(payload)] * min(batch, messages - start)
             for start in range(0, messages, batch)
         ]
-        start = _mark()
+        start = mark()
         for outgoing in batches:
             await broker.publish(node.name, outgoing)
-        published = _mark()
+        published = mark()
         received = 0
         while received < messages:
             got = await broker.consume(node.name, GROUP, max_messages=batch, wait=1.0)
             await broker.ack(got)
             received += len(got)
-        consumed = _mark()
+        consumed = mark()
     return Rates.of(messages, start, published, consumed)
 
 
@@ -174,12 +140,12 @@ async def _raw_run(url: str, messages: int, batch: int, payload: bytes) -> Rates
             ),
         )
         subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
-        start = _mark()
+        start = mark()
         for first in range(0, messages, batch):
             for _ in range(min(batch, messages - first)):
                 await js.publish_async(node.name, payload)
             await js.publish_async_completed()
-        published = _mark()
+        published = mark()
         received = 0
         while received < messages:
             try:
@@ -190,7 +156,7 @@ async def _raw_run(url: str, messages: int, batch: int, payload: bytes) -> Rates
                 await msg.ack()
             received += len(got)
         await client.flush()
-        consumed = _mark()
+        consumed = mark()
     finally:
         await client.close()
     return Rates.of(messages, start, published, consumed)
