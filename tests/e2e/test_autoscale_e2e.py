@@ -209,6 +209,7 @@ def test_a_burst_scales_to_max_survives_a_sigkill_and_returns_to_min(
     project: tuple[Path, Path, FlowIR, str], record_property: Callable[[str, object], None]
 ) -> None:
     flow_path, out, flow, state = project
+    backend = next(iter(flow.brokers.values())).kind
     orchestrator = Orchestrator(flow_path.parent, flow_path, state)
     try:
         with Store.open(state) as store:
@@ -286,9 +287,15 @@ def test_a_burst_scales_to_max_survives_a_sigkill_and_returns_to_min(
     counts = handled_ids(out)
     assert set(counts) == set(range(MESSAGES)), "nothing lost"
     twice = sorted(i for i, n in counts.items() if n > 1)
-    # only the message the killed instance held unacknowledged (max_in_flight = 1) may
-    # come twice: the instances stopped by the scale-down drain before they exit
-    assert len(twice) <= 1, f"handled twice: {twice}"
+    if backend == "embedded":
+        # an acknowledgement is written at once: only the message the killed instance
+        # held unacknowledged (max_in_flight = 1) may come twice
+        assert len(twice) <= 1, f"handled twice: {twice}"
+    else:
+        # Kafka commits acknowledged offsets in the background (every 50 ms at most),
+        # and the scale-up, the kill and the scale-down each rebalance the group: a
+        # few acknowledged but not yet committed messages may come again
+        assert len(twice) <= MESSAGES // 50, f"handled twice: {twice}"
 
     applied = [d for d in after_burst if d.applied]
     up = next(d for d in applied if d.desired == MAX)
