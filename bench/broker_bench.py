@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_rates import Rates, mark  # beside this file
+from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins import embedded_broker as embedded
 from tideflow.plugins.backends import OutgoingMessage
@@ -42,30 +42,8 @@ TOPIC, GROUP = "bench", "bench-group"
 
 
 @dataclass(frozen=True, slots=True)
-class EmbeddedResult:
+class EmbeddedResult(Comparison):
     """One batch size: tideflow's rates, the raw baseline's, and their ratios."""
-
-    messages: int
-    batch: int
-    payload: int
-    tideflow: Rates
-    raw: Rates
-
-    @property
-    def publish_ratio(self) -> float:
-        return self.tideflow.publish / self.raw.publish
-
-    @property
-    def consume_ratio(self) -> float:
-        return self.tideflow.consume / self.raw.consume
-
-    @property
-    def publish_cpu_ratio(self) -> float:
-        return self.tideflow.publish_cpu / self.raw.publish_cpu
-
-    @property
-    def consume_cpu_ratio(self) -> float:
-        return self.tideflow.consume_cpu / self.raw.consume_cpu
 
 
 # --- tideflow's path -----------------------------------------------------------------
@@ -206,26 +184,15 @@ def bench_embedded(
 
 def format_embedded(results: Sequence[EmbeddedResult]) -> str:
     """The results as a table, with the verdict on the target per batch size."""
-    lines = [
+    lines = table_lines(
         "embedded broker (SQLite, WAL, synchronous=NORMAL): messages/s by the wall clock",
-        f"{'batch':>6} {'messages':>9} | {'publish':>9} {'raw':>9} {'ratio':>5} {'cpu':>5} | "
-        f"{'consume':>9} {'raw':>9} {'ratio':>5} {'cpu':>5}",
-    ]
-    for r in results:
-        lines.append(
-            f"{r.batch:>6} {r.messages:>9,} | {r.tideflow.publish:>9,.0f} {r.raw.publish:>9,.0f} "
-            f"{r.publish_ratio:>5.2f} {r.publish_cpu_ratio:>5.2f} | "
-            f"{r.tideflow.consume:>9,.0f} {r.raw.consume:>9,.0f} "
-            f"{r.consume_ratio:>5.2f} {r.consume_cpu_ratio:>5.2f}"
-        )
+        results,
+    )
     lines.append(
         "ratio: tideflow / raw sqlite3 by the wall clock; cpu: the same by CPU time; "
         f"target >= {TARGET_RATIO}"
     )
-    for r in results:
-        worst = min(r.publish_ratio, r.consume_ratio)
-        verdict = "met" if worst >= TARGET_RATIO else "NOT met"
-        lines.append(f"  batches of {r.batch}: {verdict} (lower wall-clock ratio {worst:.2f})")
+    lines += verdict_lines(results, TARGET_RATIO)
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-from bench_rates import Rates, mark  # beside this file
+from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
@@ -55,23 +55,10 @@ REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
-class KafkaResult:
+class KafkaResult(Comparison):
     """One batch size: tideflow's rates, the raw clients', maybe the aio clients'."""
 
-    messages: int
-    batch: int
-    payload: int
-    tideflow: Rates
-    raw: Rates
     aio: Rates | None = None
-
-    @property
-    def publish_ratio(self) -> float:
-        return self.tideflow.publish / self.raw.publish
-
-    @property
-    def consume_ratio(self) -> float:
-        return self.tideflow.consume / self.raw.consume
 
 
 def _new_names() -> tuple[str, str]:
@@ -261,20 +248,12 @@ def bench_kafka(
 
 def format_kafka(results: Sequence[KafkaResult]) -> str:
     """The results as a table, with the verdict on the target per batch size."""
-    lines = [
+    lines = table_lines(
         "kafka broker (confluent-kafka "
         f"{confluent_kafka.version()[0]}, librdkafka {confluent_kafka.libversion()[0]}): "
         "messages/s by the wall clock (cpu: by CPU time)",
-        f"{'batch':>6} {'messages':>9} | {'publish':>9} {'raw':>9} {'ratio':>5} {'cpu':>5} | "
-        f"{'consume':>9} {'raw':>9} {'ratio':>5} {'cpu':>5}",
-    ]
-    for r in results:
-        lines.append(
-            f"{r.batch:>6} {r.messages:>9,} | {r.tideflow.publish:>9,.0f} {r.raw.publish:>9,.0f} "
-            f"{r.publish_ratio:>5.2f} {r.tideflow.publish_cpu / r.raw.publish_cpu:>5.2f} | "
-            f"{r.tideflow.consume:>9,.0f} {r.raw.consume:>9,.0f} "
-            f"{r.consume_ratio:>5.2f} {r.tideflow.consume_cpu / r.raw.consume_cpu:>5.2f}"
-        )
+        results,
+    )
     if any(r.aio for r in results):
         lines.append("confluent_kafka.aio doing the same work (messages without headers):")
         for r in results:
@@ -285,10 +264,7 @@ def format_kafka(results: Sequence[KafkaResult]) -> str:
                     f"{r.aio.consume:>9,.0f} {'':>9} {r.aio.consume / r.raw.consume:>5.2f}"
                 )
     lines.append(f"ratio: tideflow / raw confluent-kafka; target >= {TARGET_RATIO}")
-    for r in results:
-        worst = min(r.publish_ratio, r.consume_ratio)
-        verdict = "met" if worst >= TARGET_RATIO else "NOT met"
-        lines.append(f"  batches of {r.batch}: {verdict} (lower wall-clock ratio {worst:.2f})")
+    lines += verdict_lines(results, TARGET_RATIO)
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
-from bench_rates import Rates, mark  # beside this file
+from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
@@ -54,31 +54,10 @@ GROUP = "bench-group"
 
 
 @dataclass(frozen=True, slots=True)
-class NatsResult:
+class NatsResult(Comparison):
     """One batch size: tideflow's rates, raw nats-py's, and their ratios."""
 
-    messages: int
-    batch: int
-    payload: int
-    tideflow: Rates
-    raw: Rates
     no_dedup: Rates  # tideflow with `deduplicate = false`
-
-    @property
-    def publish_ratio(self) -> float:
-        return self.tideflow.publish / self.raw.publish
-
-    @property
-    def consume_ratio(self) -> float:
-        return self.tideflow.consume / self.raw.consume
-
-    @property
-    def publish_cpu_ratio(self) -> float:
-        return self.tideflow.publish_cpu / self.raw.publish_cpu
-
-    @property
-    def consume_cpu_ratio(self) -> float:
-        return self.tideflow.consume_cpu / self.raw.consume_cpu
 
 
 def _topic() -> TopicNode:
@@ -195,18 +174,10 @@ def bench_nats(
 
 def format_nats(results: Sequence[NatsResult]) -> str:
     """The results as a table, with the verdict on the target per batch size."""
-    lines = [
+    lines = table_lines(
         "nats broker (JetStream, file storage): messages/s by the wall clock",
-        f"{'batch':>6} {'messages':>9} | {'publish':>9} {'raw':>9} {'ratio':>5} {'cpu':>5} | "
-        f"{'consume':>9} {'raw':>9} {'ratio':>5} {'cpu':>5}",
-    ]
-    for r in results:
-        lines.append(
-            f"{r.batch:>6} {r.messages:>9,} | {r.tideflow.publish:>9,.0f} {r.raw.publish:>9,.0f} "
-            f"{r.publish_ratio:>5.2f} {r.publish_cpu_ratio:>5.2f} | "
-            f"{r.tideflow.consume:>9,.0f} {r.raw.consume:>9,.0f} "
-            f"{r.consume_ratio:>5.2f} {r.consume_cpu_ratio:>5.2f}"
-        )
+        results,
+    )
     lines.append(
         "ratio: tideflow / raw nats-py by the wall clock; cpu: the same by this process's "
         f"CPU time; target >= {TARGET_RATIO}"
@@ -221,10 +192,7 @@ def format_nats(results: Sequence[NatsResult]) -> str:
             f"({r.no_dedup.publish / r.raw.publish:.2f} of raw), consume "
             f"{r.no_dedup.consume:,.0f}/s ({r.no_dedup.consume / r.raw.consume:.2f} of raw)"
         )
-    for r in results:
-        worst = min(r.publish_ratio, r.consume_ratio)
-        verdict = "met" if worst >= TARGET_RATIO else "NOT met"
-        lines.append(f"  batches of {r.batch}: {verdict} (lower wall-clock ratio {worst:.2f})")
+    lines += verdict_lines(results, TARGET_RATIO)
     return "\n".join(lines)
 
 
