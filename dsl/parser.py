@@ -149,6 +149,20 @@ _DURATION_UNITS = {
     "d": 86400.0,
     "w": 604800.0,
 }
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|s|m|h|d|w))+")
+
+
+def _seconds(text: str) -> float:
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a duration written as in the language (`500ms`, `10s`, `1h30m`);
+    None when `text` is not one. For the CLI's options, which take the same form."""
+    text = text.strip()
+    return _seconds(text) if _DURATION.fullmatch(text) else None
+
+
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]+)")
 _SIZE_UNITS = {
     "B": 1,
@@ -243,7 +257,7 @@ class _Builder(lark.Transformer[Token, Any]):
 
     def duration(self, children: list[Token]) -> ast.Duration:
         (tok,) = children
-        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(tok.value))
+        seconds = _seconds(tok.value)
         return ast.Duration(seconds, tok.value, _span(tok))
 
     def size(self, children: list[Token]) -> ast.Size:

@@ -38,30 +38,27 @@ from tideflow.cli_runtime import (
     when,
 )
 from tideflow.compiler.ir import FlowIR, JobNode
+from tideflow.dsl.parser import parse_duration
 from tideflow.runtime.model import JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
 from tideflow.runtime.schedule import next_fire, upcoming
 from tideflow.runtime.store import Store
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def parse_seconds(text: str) -> float:
-    """`30s`, `2m`, `500ms` or a plain number of seconds."""
-    text = text.strip()
-    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
-        if text.endswith(unit):
-            number = text[: -len(unit)]
-            break
-    else:
-        number, unit = text, "s"
-    try:
-        value = float(number) * _DURATION_UNITS[unit]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration such as 30s, 2m or 500ms") from None
-    if value < 0:
+    """A duration as the language writes it (`30s`, `2m`, `500ms`, `1h30m`), or a plain
+    number of seconds."""
+    seconds = parse_duration(text)
+    if seconds is None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{text!r} is not a duration such as 30s, 2m or 500ms"
+            ) from None
+    if seconds < 0:
         raise click.BadParameter("a duration cannot be negative")
-    return value
+    return seconds
 
 
 def describe_schedule(job: JobNode) -> str:

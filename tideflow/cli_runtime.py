@@ -7,7 +7,6 @@ Each takes `--state URL` (default: $TIDEFLOW_STATE, else ./.tideflow/state.db) a
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tideflow.dsl.parser import parse_duration
 from tideflow.runtime.model import AttemptRow, JobRunRow, RunStatus
 from tideflow.runtime.store import Store, StoreError
 
@@ -41,9 +41,6 @@ STATUS_STYLES: Mapping[str, str] = {
     "lost": "red",
     "interrupted": "magenta",
 }
-
-_SINCE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def state_option(func: F) -> F:
@@ -83,9 +80,9 @@ def open_store(url: str | None) -> Iterator[Store]:
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """`5m`, `2h`, `1d` ago, or an ISO date/time (UTC when no zone is given)."""
     now = now or datetime.now(UTC)
-    match = _SINCE.match(text.strip())
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return now - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
