@@ -678,9 +678,11 @@ class Store:
         flow: str | None = None,
         consumer: str | None = None,
         alive_within: float | None = None,
+        active_since: datetime | None = None,
     ) -> list[InstanceRow]:
         """Instances, newest first; `alive_within` keeps those not stopped whose last
-        heartbeat is at most that many seconds old."""
+        heartbeat is at most that many seconds old; `active_since` those not stopped,
+        or stopped since then."""
         inst = t.consumer_instances
         query = sa.select(inst).order_by(inst.c.started_at.desc())
         if flow is not None:
@@ -690,6 +692,10 @@ class Store:
         if alive_within is not None:
             cutoff = utcnow() - timedelta(seconds=alive_within)
             query = query.where(inst.c.stopped_at.is_(None), inst.c.heartbeat_at >= cutoff)
+        if active_since is not None:
+            query = query.where(
+                sa.or_(inst.c.stopped_at.is_(None), inst.c.stopped_at >= active_since)
+            )
         with self.engine.connect() as conn:
             return [_instance(r) for r in conn.execute(query)]
 

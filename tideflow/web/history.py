@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from tideflow.runtime import tables as t
-from tideflow.runtime.model import InstanceRow, InstanceStats, InstanceStatus
+from tideflow.runtime.model import InstanceRow
 from tideflow.runtime.store import Store, utcnow
 
 from .models import OrchestratorInfo, TriggerRequestInfo
@@ -85,39 +85,7 @@ def recent_instances(
     store: Store, *, since: datetime, flow: str | None = None
 ) -> list[InstanceRow]:
     """Consumer instances not stopped, or stopped since `since`, newest first."""
-    inst = t.consumer_instances
-    query = (
-        sa.select(inst)
-        .where(sa.or_(inst.c.stopped_at.is_(None), inst.c.stopped_at >= since))
-        .order_by(inst.c.started_at.desc())
-    )
-    if flow is not None:
-        query = query.where(inst.c.flow == flow)
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [
-        InstanceRow(
-            id=r.id,
-            flow=r.flow,
-            consumer=r.consumer,
-            host=r.host,
-            pid=r.pid,
-            started_at=r.started_at,
-            heartbeat_at=r.heartbeat_at,
-            stopped_at=r.stopped_at,
-            stats=InstanceStats(
-                status=InstanceStatus(r.status),
-                handled=r.handled,
-                failed=r.failed,
-                dead_lettered=r.dead_lettered,
-                in_flight=r.in_flight,
-                rate=r.rate,
-                partitions=tuple(r.partitions or ()),
-                last_error=r.last_error,
-            ),
-        )
-        for r in rows
-    ]
+    return store.instances(flow=flow, active_since=since)
 
 
 def consumers_seen(store: Store, *, flow: str | None = None) -> set[tuple[str, str]]:
