@@ -129,10 +129,11 @@ class Orchestrator:
     clock: Clock = field(default_factory=SystemClock)
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     on_started: Callable[[Orchestrator], None] | None = None
-    id: int | None = None
-    runtimes: dict[str, _FlowRuntime] = field(default_factory=dict)
-    upstreams: list[_Upstream] = field(default_factory=list)
-    _last_heartbeat: float = 0.0
+    # what run() builds
+    id: int | None = field(default=None, init=False)
+    runtimes: dict[str, _FlowRuntime] = field(default_factory=dict, init=False)
+    upstreams: list[_Upstream] = field(default_factory=list, init=False)
+    _last_heartbeat: float = field(default=0.0, init=False)
 
     @property
     def names(self) -> list[str]:
