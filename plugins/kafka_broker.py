@@ -146,8 +146,13 @@ _LOG: Final = logging.getLogger(__name__)
 LEDGER_LEVELS: Final = 10
 #: Longest a member's thread waits for records between its other duties (commits).
 POLL_SLICE: Final = 0.05
-#: Records a member fetches ahead of `consume`.
-PREFETCH: Final = 1000
+#: Records a member fetches ahead of `consume`. It fetches again once `consume`
+#: has taken the buffer down to `REFILL_AT`, not after every call: each round of
+#: its loop also commits (a request to the cluster), and a refill started early
+#: is done before the buffer runs dry (the thread may wait for the GIL while the
+#: event loop is busy building messages).
+PREFETCH: Final = 4000
+REFILL_AT: Final = PREFETCH * 3 // 4
 #: A member polls its consumer (fetching, serving rebalances) only while `consume`
 #: is being called: until this long after the last call. Then it stops, as a plain
 #: Kafka consumer whose application stops polling does, so that librdkafka's
@@ -497,6 +502,7 @@ class _Member:
         self.ledger_sent: dict[int, int] = {}  # partition -> first level's end
         self.ledger_writes: list[concurrent.futures.Future[Any]] = []  # the other levels
         self._space = threading.Event()  # the buffer has room again, or `consume` came
+        self._resting = False  # the thread waits on `_space` (the buffer is full, or no demand)
         self.last_demand = time.monotonic()  # the last `consume` call
         self._stopping = threading.Event()
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -516,9 +522,10 @@ class _Member:
                 with self.lock:
                     room = PREFETCH - len(self.fetched)
                     wanted = self.waiters or time.monotonic() - self.last_demand < IDLE_AFTER
-                    if room <= 0 or not wanted:
+                    self._resting = len(self.fetched) > REFILL_AT or not wanted
+                    if self._resting:
                         self._space.clear()
-                if room <= 0 or not wanted:
+                if self._resting:
                     self._space.wait(POLL_SLICE)
                     continue
                 first = consumer.poll(POLL_SLICE)
@@ -572,17 +579,21 @@ class _Member:
         return consumer
 
     def _buffer(self, records: list[Any]) -> None:
+        # Filtered before taking the lock, which `consume` waits for: only this
+        # thread changes `assignments` (in the rebalance callbacks, run by `poll`).
+        assignments = self.assignments
+        kept = []
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.fatal():
+                    self.fatal = f"{error.str()} ({error.name()})"
+                else:
+                    _LOG.debug("kafka consumer of group %r: %s", self.group, error.str())
+            elif record.partition() in assignments:  # else revoked meanwhile
+                kept.append(record)
         with self.lock:
-            assignments, fetched = self.assignments, self.fetched
-            for record in records:
-                error = record.error()
-                if error is not None:
-                    if error.fatal():
-                        self.fatal = f"{error.str()} ({error.name()})"
-                    else:
-                        _LOG.debug("kafka consumer of group %r: %s", self.group, error.str())
-                elif record.partition() in assignments:  # else revoked meanwhile
-                    fetched.append(record)
+            self.fetched.extend(kept)
             self._wake()
 
     def _wake(self) -> None:
@@ -738,11 +749,12 @@ class _Member:
             if self.closed:
                 return taken
             self.last_demand = time.monotonic()
-            self._space.set()
             if self.redeliveries:
                 self._due_redeliveries(taken, max_messages)
             if self.fetched and len(taken) < max_messages:
                 self._deliver_fetched(taken, max_messages)
+            if self._resting and len(self.fetched) <= REFILL_AT:
+                self._space.set()
         return taken
 
     def wait_for_records(
