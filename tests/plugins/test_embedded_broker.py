@@ -609,6 +609,50 @@ async def test_clean_up_runs_by_itself_and_the_file_stops_growing(
     assert max(sizes[10:]) <= max(sizes[:10]) < 30 * 200 * len(payload) / 3
 
 
+# --- waiting for the lock -------------------------------------------------------------
+
+
+async def test_a_call_waits_for_the_lock_off_the_event_loop(
+    make: BrokerMaker, tmp_path: Path
+) -> None:
+    """Another process's write transaction holds SQLite's lock: the call cannot
+    run on the event loop, so it waits on the broker's thread while the loop
+    goes on, and completes once the lock is free."""
+    async with make(topic()) as broker:
+        await broker.ensure_topic("orders", ["g"])
+        other = sqlite3.connect(tmp_path / "broker.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        publishing = asyncio.create_task(broker.publish("orders", out("waited")))
+        ticks = 0
+        for _ in range(20):  # 0.2 s in which the loop must keep running
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not publishing.done()
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(publishing, 5.0)
+        assert ticks == 20
+        assert values(await broker.consume("orders", "g", wait=0)) == ["waited"]
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_an_error(
+    make: BrokerMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "BUSY_TIMEOUT", 0.2)
+    async with make(topic()) as broker:
+        await broker.ensure_topic("orders", ["g"])
+        other = sqlite3.connect(tmp_path / "broker.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(BackendError, match="database is locked"):
+                await broker.publish("orders", out("refused"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await broker.publish("orders", out("later"))  # the broker is still usable
+        assert values(await broker.consume("orders", "g", wait=0)) == ["later"]
+
+
 # --- closing ------------------------------------------------------------------------------
 
 
