@@ -567,14 +567,10 @@ class EmbeddedBroker(Broker):
         self._used = True
 
     async def _data_version(self) -> int:
-        self._check_usable()
-        if self._lock.acquire(blocking=False):
-            try:
-                return self._data_version_locked()
-            finally:
-                self._lock.release()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._data_version_in_thread)
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+        return await self._call(work, write=False)
 
     async def _claim_messages(self, node: TopicNode, group: str, limit: int) -> _Claim:
         """Claim messages; when the caller is cancelled while the claim runs on the
@@ -687,45 +683,32 @@ class EmbeddedBroker(Broker):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self._changes_housekept = conn.total_changes
 
-    def _data_version_locked(self) -> int:
-        try:
-            (version,) = self._connection().execute("PRAGMA data_version").fetchone()
-        except sqlite3.Error as exc:
-            raise BackendError(f"embedded broker {self.path}: {exc}") from exc
-        return int(version)
-
-    def _data_version_in_thread(self) -> int:
-        with self._lock:
-            return self._data_version_locked()
-
     def _transaction(
         self, work: Callable[[sqlite3.Connection], T], *, write: bool, wait: bool
     ) -> T:
-        """`work` in one transaction (with `_lock` held). When the lock is taken:
-        raises `_Busy` if not `wait`, else tries again for up to `BUSY_TIMEOUT`."""
+        """`work` in one transaction (with `_lock` held). When SQLite's lock is
+        taken: raises `_Busy` if not `wait`, else tries again for up to `BUSY_TIMEOUT`."""
         conn = self._connection()
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        sleep = BUSY_SLEEP_FIRST
-        while True:
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                if not wait:
-                    raise _Busy from exc
-                if time.monotonic() >= deadline:
-                    raise
-            time.sleep(sleep)
-            sleep = min(sleep * 2, BUSY_SLEEP_MAX)
+                result = work(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        if wait:
+            return _retry_busy(attempt)
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise _Busy from exc
+            raise
 
     def _close_in_thread(self) -> None:
         with self._lock:
