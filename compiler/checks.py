@@ -1195,10 +1195,12 @@ class _Checker:
         jobs = self.declarations["job"].values()
         consumers = self.declarations["consumer"].values()
         published = {t for job in jobs for t in job.section.values.get("publishes", ())}
-        published.update(
+        dead_letters = {
             c.section.values["dead_letter"] for c in consumers if "dead_letter" in c.section.values
-        )
-        consumed = {c.section.values.get("consumes") for c in consumers}
+        }
+        published.update(dead_letters)
+        # a dead-letter topic is read by people (and replays), not by a consumer
+        consumed = {c.section.values.get("consumes") for c in consumers} | dead_letters
         for name, topic in self.declarations["topic"].items():
             if name not in published:
                 self._warn(

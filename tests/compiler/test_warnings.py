@@ -220,6 +220,15 @@ def test_a_dead_letter_topic_counts_as_published_to() -> None:
     assert result.diagnostics == ()
 
 
+def test_a_dead_letter_topic_needs_no_consumer() -> None:
+    # people read and replay dead letters; no consumer is expected to drain them
+    result = check(
+        BROKER_TOPIC_CONSUMER.replace('run      = "m:g"', 'run = "m:g"\n  dead_letter = topic.dlq')
+        + 'topic "dlq" {}\n'
+    )
+    assert result.diagnostics == ()
+
+
 # --- W406 W407 W408 ----------------------------------------------------------------------------
 
 
