@@ -58,10 +58,12 @@ def compile_flow(
     *,
     catalog: Catalog | None = None,
     rules: Sequence[LintRule] = (),
+    include_root: str | os.PathLike[str] | None = None,
 ) -> CompileResult:
-    """Compile the flow whose root file is `path` (includes are followed)."""
+    """Compile the flow whose root file is `path` (includes are followed, inside
+    `include_root`: by default the folder of `path`)."""
     with _gc_paused():
-        loaded = load_flow(path)
+        loaded = load_flow(path, include_root=include_root)
         found, ir = _check_and_build(loaded, catalog, None)
     return _lint(loaded, found, ir, rules)
 
@@ -72,10 +74,12 @@ def compile_source(
     *,
     catalog: Catalog | None = None,
     rules: Sequence[LintRule] = (),
+    include_root: str | os.PathLike[str] | None = None,
 ) -> CompileResult:
-    """Compile `text` as if read from `path`; includes resolve relative to its folder."""
+    """Compile `text` as if read from `path`; includes resolve relative to its folder
+    and stay inside `include_root` (by default that folder)."""
     with _gc_paused():
-        loaded = load_source(text, path)
+        loaded = load_source(text, path, include_root=include_root)
         found, ir = _check_and_build(loaded, catalog, None)
     return _lint(loaded, found, ir, rules)
 

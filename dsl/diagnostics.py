@@ -69,6 +69,7 @@ CODES: dict[str, str] = {
     "E108": "nesting too deep",
     "E110": "included file not found",
     "E111": "include cycle",
+    "E112": "included file is outside the include root",
     # names and types
     "E201": "unknown block type",
     "E202": "unknown attribute",

@@ -4,6 +4,11 @@
 recursively. A file reached twice (a diamond, or two spellings of one path) is
 read once; a file that includes itself, directly or through others, is an
 include cycle (E111). Problems are collected as diagnostics, never raised.
+
+Includes stay inside the *include root*: by default the folder of the root file,
+or the folder the caller names. A file outside it (an absolute path, a `..` that
+leaves it, or a symbolic link that points out of it) is E112 and is never opened,
+so that compiling text one was given cannot read, and echo, any file on the machine.
 """
 
 from __future__ import annotations
@@ -40,10 +45,15 @@ class LoadedFlow:
     complete: bool
 
 
-def load_flow(path: str | os.PathLike[str]) -> LoadedFlow:
-    """Read and parse the flow whose root file is `path`, following includes."""
+def load_flow(
+    path: str | os.PathLike[str], *, include_root: str | os.PathLike[str] | None = None
+) -> LoadedFlow:
+    """Read and parse the flow whose root file is `path`, following includes.
+
+    Included files must lie inside `include_root` (default: the folder of `path`).
+    """
     root = os.fspath(path)
-    loader = _Loader()
+    loader = _Loader(_root_folder(root, include_root), _root_shown(root, include_root))
     try:
         data = Path(root).read_bytes()
     except OSError as exc:
@@ -53,9 +63,12 @@ def load_flow(path: str | os.PathLike[str]) -> LoadedFlow:
     return loader.result(root)
 
 
-def load_source(text: str, path: str = "<string>") -> LoadedFlow:
-    """Parse `text` as the root file `path`; its includes are read from `path`'s folder."""
-    loader = _Loader()
+def load_source(
+    text: str, path: str = "<string>", *, include_root: str | os.PathLike[str] | None = None
+) -> LoadedFlow:
+    """Parse `text` as the root file `path`; its includes are read from `path`'s folder
+    and must lie inside `include_root` (default: that folder)."""
+    loader = _Loader(_root_folder(path, include_root), _root_shown(path, include_root))
     loader.enter(path, text)
     return loader.result(path)
 
@@ -70,8 +83,24 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
+def _root_folder(root_file: str, include_root: str | os.PathLike[str] | None) -> str:
+    """The include root as a real path (symbolic links resolved, as targets are)."""
+    if include_root is None:
+        return os.path.realpath(os.path.dirname(root_file) or os.curdir)
+    return os.path.realpath(include_root)
+
+
+def _root_shown(root_file: str, include_root: str | os.PathLike[str] | None) -> str:
+    """The include root as the user would recognise it: as given, or the file's folder."""
+    if include_root is None:
+        return os.path.dirname(root_file) or os.curdir
+    return os.fspath(include_root)
+
+
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, include_root: str, include_root_shown: str) -> None:
+        self.include_root = include_root
+        self.include_root_shown = include_root_shown
         self.files: list[ast.FlowFile] = []
         self.blocks: list[ast.Block] = []
         self.diagnostics: list[Diagnostic] = []
@@ -142,6 +171,20 @@ class _Loader:
             return
         if real in self._seen:
             return  # already read through another include or another spelling
+        if not _inside(real, self.include_root):
+            # never opened: its text would reach the user in this diagnostic's snippets
+            self.complete = False
+            self.diagnostics.append(
+                Diagnostic(
+                    "E112",
+                    f'included file "{target}" is outside the include root',
+                    include.path.span,
+                    label=f"this resolves outside `{self.include_root_shown}`",
+                    help="to allow files under another folder, pass `--include-root DIR` "
+                    "(or set TIDEFLOW_INCLUDE_ROOT)",
+                )
+            )
+            return
         try:
             data = Path(shown).read_bytes()
         except OSError as exc:
@@ -163,6 +206,14 @@ class _Loader:
             )
             return
         self.read(shown, data)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path `path` is `folder` or lies under it."""
+    try:
+        return os.path.commonpath((path, folder)) == folder
+    except ValueError:  # different drives, or one relative and one absolute
+        return False
 
 
 def _identity(path: str) -> str:

@@ -1,4 +1,4 @@
-"""Loading a flow from disk: the root file, includes, and the file-level codes E100-E111."""
+"""Loading a flow from disk: the root file, includes, and the file-level codes E100-E112."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from tideflow.compiler import compile_flow, compile_source
+from tideflow.compiler.report import render_text
 from tideflow.dsl.diagnostics import Diagnostic
 from tideflow.dsl.loader import load_flow, load_source
 
@@ -238,3 +239,69 @@ def test_two_flow_blocks_across_files_are_e205(tmp_path: Path) -> None:
     assert [(r.span.path, r.span.line, r.message) for r in problem.related] == [
         (str(root), 1, "first `flow` block here")
     ]
+
+
+# --- the include root (E112) ----------------------------------------------------------------
+
+SECRET_LINE = "root:$6$never-shown:19000:0:99999:7:::"
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file beside the project, not under it, whose text must never be shown."""
+    return write(tmp_path, "elsewhere/passwords.flow", SECRET_LINE + "\n")
+
+
+def assert_outside_root(root: Path, written: str) -> None:
+    result = compile_flow(root)
+    problem = only(result.diagnostics, "E112")
+    assert problem.message == f'included file "{written}" is outside the include root'
+    assert result.ir is None
+    rendered = render_text(result.diagnostics, result.sources)
+    assert "never-shown" not in rendered
+    assert all("never-shown" not in text for text in result.sources.values())
+
+
+def test_a_dotdot_include_that_leaves_the_root_is_e112(tmp_path: Path, outside: Path) -> None:
+    root = write(tmp_path, "project/main.flow", 'include "../elsewhere/passwords.flow"\n')
+    assert_outside_root(root, "../elsewhere/passwords.flow")
+
+
+def test_an_absolute_include_outside_the_root_is_e112(tmp_path: Path, outside: Path) -> None:
+    root = write(tmp_path, "project/main.flow", f'include "{outside}"\n')
+    assert_outside_root(root, str(outside))
+
+
+def test_a_symlink_that_points_outside_the_root_is_e112(tmp_path: Path, outside: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "link.flow").symlink_to(outside)
+    root = write(tmp_path, "project/main.flow", 'include "link.flow"\n')
+    assert_outside_root(root, "link.flow")
+
+
+def test_a_nested_include_cannot_leave_the_root_either(tmp_path: Path, outside: Path) -> None:
+    write(tmp_path, "project/sub/inner.flow", 'include "../../elsewhere/passwords.flow"\n')
+    root = write(tmp_path, "project/main.flow", 'include "sub/inner.flow"\n')
+    assert_outside_root(root, "../../elsewhere/passwords.flow")
+
+
+def test_a_dotdot_that_stays_inside_the_root_is_fine(tmp_path: Path) -> None:
+    write(tmp_path, "project/common.flow", 'pool "db" { slots = 1 }\n')
+    write(tmp_path, "project/sub/inner.flow", 'include "../common.flow"\n')
+    root = write(tmp_path, "project/main.flow", 'include "sub/inner.flow"\n')
+    assert compile_flow(root).ok
+
+
+def test_a_wider_include_root_admits_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "shared/common.flow", 'pool "db" { slots = 1 }\n')
+    root = write(tmp_path, "project/main.flow", 'include "../shared/common.flow"\n')
+    assert only(compile_flow(root).diagnostics, "E112")
+    result = compile_flow(root, include_root=tmp_path)
+    assert result.ok, result.diagnostics
+    assert compile_source(root.read_text(), str(root), include_root=tmp_path).ok
+
+
+def test_load_source_confines_includes_to_its_folder(tmp_path: Path, outside: Path) -> None:
+    text = 'include "../elsewhere/passwords.flow"\n'
+    loaded = load_source(text, str(tmp_path / "project" / "main.flow"))
+    assert [d.code for d in loaded.diagnostics] == ["E112"]
