@@ -86,14 +86,14 @@ def _reason(exc: OSError) -> str:
 def _root_folder(root_file: str, include_root: str | os.PathLike[str] | None) -> str:
     """The include root as a real path (symbolic links resolved, as targets are)."""
     if include_root is None:
-        return os.path.realpath(os.path.dirname(root_file) or os.curdir)
+        return os.path.realpath(Path(root_file).parent)
     return os.path.realpath(include_root)
 
 
 def _root_shown(root_file: str, include_root: str | os.PathLike[str] | None) -> str:
     """The include root as the user would recognise it: as given, or the file's folder."""
     if include_root is None:
-        return os.path.dirname(root_file) or os.curdir
+        return str(Path(root_file).parent)
     return os.fspath(include_root)
 
 
