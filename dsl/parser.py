@@ -150,6 +150,8 @@ _DURATION_UNITS = {
     "w": 604800.0,
 }
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|s|m|h|d|w))+")
+# a duration, then blanks up to the end of the searched text (`1h 30m` split in two)
+_SPACED_DURATION = re.compile(r"(?<![\w.])((?:\d+(?:\.\d+)?(?:ms|us|s|m|h|d|w))+)[ \t]+\Z")
 
 
 def _seconds(text: str) -> float:
@@ -594,6 +596,11 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
             help_ = "separate list items with `,`"
         elif tok.type in _LITERALS and "COMMA" in expected and "RPAR" in expected:
             help_ = "separate call arguments with `,`"
+        # in a list or a call, `10s 5m` more likely lacks a comma than has a space
+        if help_ is None and tok.type == "DURATION" and tok.start_pos is not None:
+            before = _SPACED_DURATION.search(text, 0, tok.start_pos)
+            if before is not None:  # `1h 30m`: two durations where one was meant
+                help_ = f"no spaces in a duration: write `{before.group(1)}{tok}`"
         return Diagnostic(
             "E103",
             f"unexpected {_describe_token(tok)}",

@@ -119,6 +119,27 @@ def test_e103_missing_comma_in_a_list() -> None:
     assert diagnostic.help == "separate list items with `,`"
 
 
+@pytest.mark.parametrize(
+    ("value", "help_"),
+    [
+        ("1h 30m", "no spaces in a duration: write `1h30m`"),
+        ("2m\t1.5s", "no spaces in a duration: write `2m1.5s`"),
+    ],
+)
+def test_e103_a_duration_with_a_space_says_to_drop_it(value: str, help_: str) -> None:
+    diagnostic = only(parse(f'job "a" {{\n  timeout = {value}\n}}', "f.flow"))
+    assert diagnostic.code == "E103"
+    assert diagnostic.message.startswith("unexpected duration")
+    assert diagnostic.help == help_
+
+
+def test_e103_two_values_that_are_not_one_duration_get_no_duration_hint() -> None:
+    diagnostic = only(parse('job "a" {\n  timeout = x 30m\n}', "f.flow"))
+    assert diagnostic.help is None
+    in_a_list = only(parse('job "a" {\n  x = [1h 30m]\n}', "f.flow"))
+    assert in_a_list.help == "separate list items with `,`"
+
+
 def test_e103_missing_comma_in_a_call() -> None:
     diagnostic = only(parse('job "a" { backoff = exponential(10s 5m) }', "f.flow"))
     assert diagnostic.message == "unexpected duration `5m`"
