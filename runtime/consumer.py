@@ -25,7 +25,11 @@ for another instance. A second signal exits at once.
 Every `HEARTBEAT_INTERVAL` the instance writes its numbers to the state store
 (`Store.instance_heartbeat`): handled, failed, dead-lettered, in flight, rate,
 the partitions it holds when the broker says (a broker may offer
-`assigned_partitions(topic, group)`), and its status.
+`assigned_partitions(topic, group)`), and its status; with it go the lines the
+instance and its handler logged since the last heartbeat (`Store.consumer_logs`,
+what `tideflow logs --consumer` shows). Each message given up on (dead-lettered or
+dropped) is recorded once it is acknowledged (`Store.record_dead_letters`): the
+orchestrator turns those rows into `dead_letter` notifications.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from tideflow.plugins.backends import BackendClosedError, Broker, Message, Outgo
 
 from .context import encode_payload, load_object
 from .job_worker import error_fields
-from .model import InstanceStats, InstanceStatus
+from .model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -96,6 +100,8 @@ MAX_HANDLER_THREADS: Final = 128
 MAX_ERROR_TEXT: Final = 1000
 #: Headers a dead-lettered message carries, each name starting with this.
 HEADER_PREFIX: Final = "tideflow-"
+#: Log lines an instance keeps for the store while the store cannot be written.
+MAX_PENDING_LOG_LINES: Final = 5000
 
 #: Set by the `local` scaler in an instance's environment: the number of an
 #: inherited file descriptor, the read end of a pipe whose write end only the
@@ -359,6 +365,45 @@ class _Finished:
     message: Message
     outbox: list[tuple[str, OutgoingMessage]]
     dead_lettered: bool = False
+    record: DeadLetterRow | None = None  # what the store is told once it is acknowledged
+
+
+class _LogCapture(logging.Handler):
+    """Keeps the lines an instance and its handler log, for the state store.
+
+    Attached to `tideflow.consumer` while the instance runs; it keeps records of the
+    handler's logger and the instance's own lines (those naming the instance or its
+    consumer), redacted. Handlers log from threads: `deque.append` is atomic."""
+
+    def __init__(self, instance: ConsumerInstance) -> None:
+        super().__init__(logging.INFO)
+        self._handler_logger = instance._handler_logger.name
+        self._names = (instance.instance_id, f"consumer {instance.consumer.name}")
+        self._redact = instance._redact
+        self.lines: deque[ConsumerLogLine] = deque(maxlen=MAX_PENDING_LOG_LINES)
+        self._instance_id = instance.instance_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.name != self._handler_logger and not any(n in text for n in self._names):
+                return
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text = f"{text}: {type(exc).__name__}: {exc}"
+            at = datetime.fromtimestamp(record.created, UTC)
+            self.lines.append(
+                ConsumerLogLine(self._instance_id, at, record.levelname, self._redact(text))
+            )
+        except Exception:
+            self.handleError(record)
+
+    def take(self) -> list[ConsumerLogLine]:
+        taken: list[ConsumerLogLine] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self.lines.popleft())
+        return taken
 
 
 class ConsumerInstance:
@@ -414,6 +459,8 @@ class ConsumerInstance:
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._stop_reason: str | None = None
         self._signals = 0
+        self._log_capture = _LogCapture(self)
+        self._unrecorded: list[DeadLetterRow] = []  # dead letters the store has not got yet
         # created in run(): they belong to its event loop
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
@@ -476,6 +523,8 @@ class ConsumerInstance:
         self._counters.sample(time.monotonic())
         background: list[asyncio.Task[None]] = []
         outcome = Outcome.CRASHED
+        if self.store is not None:
+            log.addHandler(self._log_capture)
         try:
             await self._started()
             await self.broker.ensure_topic(self.consumer.consumes, [self.consumer.group])
@@ -528,22 +577,23 @@ class ConsumerInstance:
             self.status = (
                 InstanceStatus.CRASHED if outcome is Outcome.CRASHED else InstanceStatus.STOPPED
             )
+            if outcome is Outcome.DRAINED:
+                log.info(
+                    "instance %s stopped: %d handled, %d failed, %d dead-lettered",
+                    self.instance_id,
+                    self._counters.handled,
+                    self._counters.failed,
+                    self._counters.dead_lettered,
+                )
+            elif outcome is Outcome.DRAIN_TIMED_OUT:
+                log.warning(
+                    "instance %s stopped before its messages were finished (drain timeout "
+                    "%gs); they were handed back for redelivery",
+                    self.instance_id,
+                    self.drain_timeout,
+                )
             await self._beat()
-        if outcome is Outcome.DRAINED:
-            log.info(
-                "instance %s stopped: %d handled, %d failed, %d dead-lettered",
-                self.instance_id,
-                self._counters.handled,
-                self._counters.failed,
-                self._counters.dead_lettered,
-            )
-        elif outcome is Outcome.DRAIN_TIMED_OUT:
-            log.warning(
-                "instance %s stopped before its messages were finished (drain timeout "
-                "%gs); they were handed back for redelivery",
-                self.instance_id,
-                self.drain_timeout,
-            )
+            log.removeHandler(self._log_capture)
         return outcome
 
     def _on_signal(self, signum: int) -> None:
@@ -670,7 +720,9 @@ class ConsumerInstance:
                 message.delivery_count,
                 counters.last_error,
             )
-            self._finish(_Finished(message, [], dead_lettered=True))
+            self._finish(
+                _Finished(message, [], dead_lettered=True, record=self._record_of(message, None))
+            )
             return
         headers = dead_letter_headers(
             message, exc, flow=self.flow.info.name, consumer=self.consumer.name, redact=self._redact
@@ -685,7 +737,24 @@ class ConsumerInstance:
             counters.last_error,
         )
         outgoing = OutgoingMessage(message.value, message.key, headers)
-        self._finish(_Finished(message, [(dead_letter, outgoing)], dead_lettered=True))
+        record = self._record_of(message, dead_letter)
+        self._finish(
+            _Finished(message, [(dead_letter, outgoing)], dead_lettered=True, record=record)
+        )
+
+    def _record_of(self, message: Message, dead_letter: str | None) -> DeadLetterRow:
+        return DeadLetterRow(
+            flow=self.flow.info.name,
+            consumer=self.consumer.name,
+            instance_id=self.instance_id,
+            at=datetime.now(UTC),
+            topic=message.topic,
+            partition=message.partition,
+            message_id=message.id,
+            failures=message.delivery_count,
+            dead_letter_topic=dead_letter,
+            error=self._counters.last_error or "",
+        )
 
     def _finish(self, finished: _Finished) -> None:
         assert self._settle_now is not None
@@ -748,10 +817,14 @@ class ConsumerInstance:
             for finished in batch:
                 if finished.dead_lettered:
                     self._counters.dead_lettered += 1
+                    if finished.record is not None:
+                        self._unrecorded.append(finished.record)
                 else:
                     self._counters.handled += 1
         for finished in batch:
             self._release(finished.message)
+        if self._unrecorded:
+            await self._record_dead_letters()
 
     async def _publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
         broker = self._publishers.get(topic)
@@ -846,6 +919,30 @@ class ConsumerInstance:
         except Exception:
             if raise_errors:
                 raise
+        await self._record_dead_letters()
+        lines = self._log_capture.take()
+        if lines:
+            try:
+                await asyncio.to_thread(
+                    self.store.record_consumer_logs,
+                    self.flow.info.name,
+                    self.consumer.name,
+                    self.instance_id,
+                    lines,
+                )
+            except Exception:  # the instance's output still has them
+                self._log_capture.lines.extendleft(reversed(lines))
+
+    async def _record_dead_letters(self) -> None:
+        """Tell the store about dead letters; kept for the next heartbeat when it fails."""
+        if self.store is None or not self._unrecorded:
+            return
+        rows, self._unrecorded = self._unrecorded, []
+        try:
+            await asyncio.to_thread(self.store.record_dead_letters, rows)
+        except Exception as exc:
+            self._unrecorded[:0] = rows
+            log.warning("instance %s: dead letters not stored yet: %s", self.instance_id, exc)
 
     async def _partitions(self) -> tuple[int, ...]:
         """The partitions this instance holds, when the broker can say (optional API)."""

@@ -190,3 +190,31 @@ class ScaleDecisionRow:
     explanation: str  # "backlog 3,412 / 500 per instance = 7; capped by 6 partitions -> 6"
     rule: dict[str, Any]
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A message a consumer instance gave up on after `max_failures` handler failures:
+    published to `dead_letter_topic`, or dropped when that is None."""
+
+    flow: str
+    consumer: str
+    instance_id: str
+    at: datetime
+    topic: str
+    partition: int
+    message_id: str
+    failures: int
+    dead_letter_topic: str | None
+    error: str
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLogLine:
+    """A line a consumer instance logged (its handler's `ctx.logger`, or its own)."""
+
+    instance_id: str
+    at: datetime
+    level: str
+    message: str

@@ -30,6 +30,8 @@ from . import tables as t
 from .model import (
     AttemptRow,
     AttemptStatus,
+    ConsumerLogLine,
+    DeadLetterRow,
     ErrorInfo,
     FlowRunRow,
     InstanceRow,
@@ -45,6 +47,8 @@ from .model import (
 DEFAULT_URL: Final = "sqlite:///.tideflow/state.db"
 # Captured output beyond this is cut (the end is kept: that is where errors are).
 MAX_OUTPUT_CHARS: Final = 1_000_000
+# Log lines kept per consumer instance (older ones are deleted as new ones come).
+CONSUMER_LOG_KEEP: Final = 2000
 
 
 class StoreError(Exception):
@@ -699,6 +703,134 @@ class Store:
         with self.engine.connect() as conn:
             return [_instance(r) for r in conn.execute(query)]
 
+    def record_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
+        """Record messages consumer instances gave up on (dead-lettered or dropped)."""
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(t.dead_letters),
+                [
+                    {
+                        "flow": r.flow,
+                        "consumer": r.consumer,
+                        "instance_id": r.instance_id,
+                        "at": r.at,
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "message_id": r.message_id,
+                        "failures": r.failures,
+                        "dead_letter_topic": r.dead_letter_topic,
+                        "error": r.error,
+                    }
+                    for r in rows
+                ],
+            )
+
+    def dead_letter_counts(
+        self, *, flow: str | None = None, since: datetime | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Messages given up on, by (flow, consumer), optionally since a time."""
+        dead = t.dead_letters
+        query = sa.select(dead.c.flow, dead.c.consumer, sa.func.count()).group_by(
+            dead.c.flow, dead.c.consumer
+        )
+        if flow is not None:
+            query = query.where(dead.c.flow == flow)
+        if since is not None:
+            query = query.where(dead.c.at >= since)
+        with self.engine.connect() as conn:
+            return {(r[0], r[1]): int(r[2]) for r in conn.execute(query)}
+
+    def dead_letters(
+        self, *, flow: str | None = None, consumer: str | None = None, limit: int = 100
+    ) -> list[DeadLetterRow]:
+        """The newest messages given up on, newest first."""
+        dead = t.dead_letters
+        query = sa.select(dead).order_by(dead.c.id.desc()).limit(limit)
+        if flow is not None:
+            query = query.where(dead.c.flow == flow)
+        if consumer is not None:
+            query = query.where(dead.c.consumer == consumer)
+        with self.engine.connect() as conn:
+            return [_dead_letter(r) for r in conn.execute(query)]
+
+    def claim_dead_letters(self, flows: Sequence[str]) -> list[DeadLetterRow]:
+        """Dead letters of `flows` not yet notified, marked notified now, oldest first
+        (the orchestrator's `dead_letter` notifications: each row is claimed once)."""
+        dead = t.dead_letters
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(dead)
+                .where(dead.c.flow.in_(list(flows)), dead.c.notified_at.is_(None))
+                .order_by(dead.c.id)
+            ).all()
+            if rows:
+                conn.execute(
+                    sa.update(dead)
+                    .where(dead.c.id.in_([r.id for r in rows]))
+                    .values(notified_at=utcnow())
+                )
+        return [_dead_letter(r) for r in rows]
+
+    def record_consumer_logs(
+        self, flow: str, consumer: str, instance_id: str, lines: Sequence[ConsumerLogLine]
+    ) -> None:
+        """Append an instance's log lines, keeping its newest CONSUMER_LOG_KEEP."""
+        if not lines:
+            return
+        logs = t.consumer_log_lines
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(logs),
+                [
+                    {
+                        "flow": flow,
+                        "consumer": consumer,
+                        "instance_id": instance_id,
+                        "at": line.at,
+                        "level": line.level,
+                        "message": line.message,
+                    }
+                    for line in lines
+                ],
+            )
+            newest = conn.execute(
+                sa.select(sa.func.max(logs.c.id)).where(logs.c.instance_id == instance_id)
+            ).scalar_one()
+            conn.execute(
+                sa.delete(logs).where(
+                    logs.c.instance_id == instance_id, logs.c.id <= newest - CONSUMER_LOG_KEEP
+                )
+            )
+
+    def consumer_logs(
+        self,
+        flow: str | None,
+        consumer: str,
+        *,
+        instance_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 200,
+    ) -> list[ConsumerLogLine]:
+        """A consumer's newest `limit` log lines (of one instance when given), oldest first."""
+        logs = t.consumer_log_lines
+        query = (
+            sa.select(logs)
+            .where(logs.c.consumer == consumer)
+            .order_by(logs.c.id.desc())
+            .limit(limit)
+        )
+        if flow is not None:
+            query = query.where(logs.c.flow == flow)
+        if instance_id is not None:
+            query = query.where(logs.c.instance_id == instance_id)
+        if since is not None:
+            query = query.where(logs.c.at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [ConsumerLogLine(r.instance_id, r.at, r.level, r.message) for r in reversed(rows)]
+
     def record_decision(self, decision: ScaleDecisionRow) -> int:
         with self._write() as conn:
             result = conn.execute(
@@ -962,6 +1094,22 @@ def _instance(r: Any) -> InstanceRow:
         heartbeat_at=r.heartbeat_at,
         stopped_at=r.stopped_at,
         stats=stats,
+    )
+
+
+def _dead_letter(r: Any) -> DeadLetterRow:
+    return DeadLetterRow(
+        id=r.id,
+        flow=r.flow,
+        consumer=r.consumer,
+        instance_id=r.instance_id,
+        at=r.at,
+        topic=r.topic,
+        partition=r.partition,
+        message_id=r.message_id,
+        failures=r.failures,
+        dead_letter_topic=r.dead_letter_topic,
+        error=r.error,
     )
 
 

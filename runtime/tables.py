@@ -207,3 +207,42 @@ scale_decisions = sa.Table(
     sa.Column("rule", sa.JSON, nullable=False),
     sa.Index("ix_scale_decisions_flow_consumer_taken", "flow", "consumer", "taken_at"),
 )
+
+# One row per message a consumer instance gave up on (dead-lettered, or dropped when
+# the consumer has no dead-letter topic): what `status`, `explain`, `/metrics` count
+# and what the orchestrator's `dead_letter` notifications are made of.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),  # where the message came from
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("dead_letter_topic", sa.String(255)),  # None: dropped (no dead_letter topic)
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("notified_at", UTCDateTime),  # when the orchestrator told the notify blocks
+    sa.Index("ix_dead_letters_flow_consumer", "flow", "consumer"),
+    sa.Index("ix_dead_letters_notified_at", "notified_at"),
+)
+
+# What consumer instances log (the handler's `ctx.logger` and the instance's own
+# lines), written with each heartbeat; `tideflow logs --consumer` and the dashboard
+# read it. Each instance keeps its newest CONSUMER_LOG_KEEP lines (see the store).
+consumer_log_lines = sa.Table(
+    "consumer_log_lines",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_consumer_log_lines_flow_consumer", "flow", "consumer"),
+    sa.Index("ix_consumer_log_lines_instance_id", "instance_id"),
+)

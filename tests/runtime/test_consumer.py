@@ -591,3 +591,48 @@ def test_dead_letter_headers_replace_the_source_brokers_routing() -> None:
     assert headers["tideflow-original-subject"] == "orders.eu"
     assert headers["trace-id"] == "abc"
     assert headers["tideflow-failures"] == "5" and headers["tideflow-error-type"] == "KeyError"
+
+
+async def test_dead_letters_and_log_lines_reach_the_store(
+    tmp_path: Path,
+    running: Callable[..., Running],
+    store: Store,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tideflow")  # as `tideflow worker` sets it
+    flow = compile_text(tmp_path, max_failures=2)
+
+    def handle(ctx: ConsumerContext, message: HandlerMessage) -> None:
+        ctx.logger.info("handling order %s [bold]", message.value["id"])
+        if message.value["id"] == 1:
+            raise ValueError("cannot ship with token s3cr3t")
+
+    await publish(flow, "orders", [{"id": i} for i in range(3)])
+    run = running(flow, handle, store=store, redact=Redactor({"s3cr3t"}))
+    await until(lambda: bool(store.dead_letters(consumer="workers")), what="the stored dead letter")
+    assert await run.stop() is Outcome.DRAINED
+
+    (row,) = store.dead_letters(consumer="workers")
+    (dead,) = await drain_topic(flow, "dead", 1)
+    assert (row.flow, row.instance_id, row.topic, row.dead_letter_topic) == (
+        "shop",
+        "w-1",
+        "orders",
+        "dead",
+    )
+    assert (str(row.partition), row.message_id) == (
+        dead.headers["tideflow-original-partition"],
+        dead.headers["tideflow-original-id"],
+    )
+    assert row.failures == 2
+    assert row.error == "ValueError: cannot ship with token [secret]"
+    assert store.dead_letter_counts(flow="shop") == {("shop", "workers"): 1}
+
+    lines = store.consumer_logs("shop", "workers")
+    texts = [line.message for line in lines]
+    assert "handling order 0 [bold]" in texts
+    assert {line.instance_id for line in lines} == {"w-1"}
+    assert any("dead-lettered" in t and "[secret]" in t for t in texts), texts
+    assert not any("s3cr3t" in t for t in texts)
+    assert any(line.level == "WARNING" for line in lines)
+    assert "stopped: 2 handled" in texts[-1]
