@@ -219,6 +219,7 @@ NOTIFY_EVENTS = (
     "timeout",
     "lost",
     "crash_loop",
+    "dead_letter",
 )
 
 RETRY = BlockSchema(

@@ -15,17 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, Final
 
 from tideflow.compiler.ir import FlowIR, NotifyNode
 from tideflow.plugins import BackendError, Notifier, NotifyEvent
 
 from .backends import open_notifier
 from .executor import RunEvent
+from .model import DeadLetterRow
 from .secrets import UnresolvedValueError
 
 log = logging.getLogger("tideflow.notify")
+
+#: Dead letters described one by one in a `dead_letter` event's details (the count
+#: covers them all).
+MAX_DEAD_LETTERS_DESCRIBED: Final = 20
 
 
 class Notifications:
@@ -70,16 +76,25 @@ class Notifications:
         )
         await asyncio.gather(*(self._send(block, message) for block in blocks))
 
-    async def consumer_event(self, event: str, consumer: str, summary: str) -> None:
-        """An event about a consumer (`crash_loop`): blocks that listen to it and are not
-        limited to some jobs."""
+    async def consumer_event(
+        self,
+        event: str,
+        consumer: str,
+        summary: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An event about a consumer (`crash_loop`, `dead_letter`): blocks that listen to
+        it and are not limited to some jobs."""
         blocks = [b for b in self.blocks.values() if event in b.on and not b.jobs]
+        if not blocks:
+            return
         message = NotifyEvent(
             event=event,
             flow=self.flow.info.name,
             summary=summary,
             occurred_at=datetime.now(UTC),
             consumer=consumer,
+            details=dict(details or {}),
         )
         await asyncio.gather(*(self._send(block, message) for block in blocks))
 
@@ -116,3 +131,37 @@ def _summary(event: RunEvent) -> str:
     attempt = f" (attempt {event.attempt})" if event.attempt else ""
     error = f": {event.error}" if event.error else ""
     return f'job "{event.job}" of flow "{event.flow}" {what}{attempt}{error}'
+
+
+def dead_letter_event(consumer: str, rows: Sequence[DeadLetterRow]) -> tuple[str, dict[str, Any]]:
+    """The summary and details of one `dead_letter` event for `rows`, messages one
+    consumer gave up on since the last event (oldest first)."""
+    last = rows[-1]
+    where = (
+        f'to topic "{last.dead_letter_topic}"'
+        if last.dead_letter_topic is not None
+        else "(dropped: no dead_letter topic)"
+    )
+    count = "a message" if len(rows) == 1 else f"{len(rows)} messages"
+    summary = (
+        f'consumer "{consumer}" of flow "{last.flow}" dead-lettered {count} {where}; '
+        f"last: id {last.message_id} of topic {last.topic} (partition {last.partition}) "
+        f"after {last.failures} failures: {last.error}"
+    )
+    details = {
+        "count": len(rows),
+        "messages": [
+            {
+                "topic": r.topic,
+                "partition": r.partition,
+                "id": r.message_id,
+                "failures": r.failures,
+                "dead_letter_topic": r.dead_letter_topic,
+                "error": r.error,
+                "instance": r.instance_id,
+                "at": r.at.isoformat(),
+            }
+            for r in rows[-MAX_DEAD_LETTERS_DESCRIBED:]
+        ],
+    }
+    return summary, details

@@ -7,7 +7,8 @@ orchestrator left: attempts still marked running are marked lost and retried
 per their policy, and unfinished flow runs resume. Then, per flow, the
 scheduler fires schedules into the executor, manual triggers (claimed from the
 store, where `tideflow trigger` and the dashboard leave them) go the same way,
-and run events reach the flow's notify blocks. A job whose `after` names a
+and run events reach the flow's notify blocks, as do the messages consumer
+instances dead-letter (`dead_letter`, one event per consumer and look). A job whose `after` names a
 job of another flow (`flow.billing.job.close`) starts, through the same path,
 when a run of that job finishes as its trigger rule asks (see `FIRES_ON`);
 each upstream run acted on is recorded before the start, like a schedule
@@ -42,8 +43,8 @@ from .autoscaler import Autoscaler
 from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
 from .executor import Executor, RunRequest
-from .model import RunStatus, TriggerKind
-from .notify import Notifications
+from .model import DeadLetterRow, RunStatus, TriggerKind
+from .notify import Notifications, dead_letter_event
 from .scheduler import FireRequest, Scheduler
 from .secrets import UnresolvedValueError
 from .store import Store
@@ -311,6 +312,24 @@ class Orchestrator:
                     )
                 item.crash_looping = looping
 
+    async def _notify_dead_letters(self) -> None:
+        """One `dead_letter` event per consumer for the messages its instances gave up
+        on since the last look (each stored dead letter is claimed once)."""
+        try:
+            rows = self.store.claim_dead_letters(self.names)
+        except Exception as exc:
+            log.warning("dead letters could not be read from the state store: %s", exc)
+            return
+        by_consumer: dict[tuple[str, str], list[DeadLetterRow]] = {}
+        for row in rows:
+            by_consumer.setdefault((row.flow, row.consumer), []).append(row)
+        for (flow, consumer), found in by_consumer.items():
+            runtime = self.runtimes.get(flow)
+            if runtime is None:
+                continue
+            summary, details = dead_letter_event(consumer, found)
+            await runtime.notifications.consumer_event("dead_letter", consumer, summary, details)
+
     def _watch_other_flows(self) -> None:
         """Start following the other flows' jobs that jobs here run after. The first
         time, from now: runs that finished before are history, not triggers."""
@@ -378,6 +397,7 @@ class Orchestrator:
         while not stop.is_set():
             self._heartbeat()
             await self._watch_consumers()
+            await self._notify_dead_letters()
             await self._follow_other_flows()
             for request in self.store.claim_trigger_requests(self.names, self.id):
                 runtime = self.runtimes[request.flow]

@@ -177,3 +177,32 @@ async def test_a_failed_delivery_is_logged_not_raised(
     await notifications.deliver(event("failure", attempt=1))
     assert notifications.failed == 1
     assert "environment variable `OPS_HOOK` is not set" in caplog.text
+
+
+async def test_a_dead_letter_event_counts_and_describes_the_messages(receiver: Receiver) -> None:
+    from tideflow.runtime.model import DeadLetterRow
+    from tideflow.runtime.notify import dead_letter_event
+
+    ir = flow(
+        JOBS
+        + f"""
+notify "ops" {{ kind = "webhook"  url = "{receiver.url}"  on = [dead_letter] }}
+notify "jobs" {{ kind = "webhook"  url = "{receiver.url}"  on = dead_letter  jobs = job.report }}
+"""
+    )
+    rows = [
+        DeadLetterRow("orders", "workers", "w-1", AT, "orders", 2, str(n), 5, "dead", "E: boom")
+        for n in (11, 12)
+    ]
+    summary, details = dead_letter_event("workers", rows)
+    notifications = Notifications(ir)
+    await notifications.consumer_event("dead_letter", "workers", summary, details)
+    await notifications.aclose()
+    ((_, body),) = receiver.received  # the block limited to jobs hears no consumer event
+    assert body["event"] == "dead_letter" and body["consumer"] == "workers"
+    assert body["summary"] == (
+        'consumer "workers" of flow "orders" dead-lettered 2 messages to topic "dead"; '
+        "last: id 12 of topic orders (partition 2) after 5 failures: E: boom"
+    )
+    assert body["details"]["count"] == 2
+    assert [m["id"] for m in body["details"]["messages"]] == ["11", "12"]
