@@ -11,6 +11,7 @@ JSON mirrors `terraform validate -json`; SARIF is what GitHub code scanning acce
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import unicodedata
@@ -35,6 +36,7 @@ __all__ = [
     "render_json",
     "render_sarif",
     "render_text",
+    "shown_per_file",
     "summary",
 ]
 
@@ -42,6 +44,14 @@ JSON_FORMAT_VERSION: Final = "1.0"
 SARIF_SCHEMA_URI: Final = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION: Final = "2.1.0"
 TAB_WIDTH: Final = 4  # a tab is shown as this many spaces, in the line and under it
+# a long line is shown as a window around the marks, so that the output of many
+# diagnostics on one generated line grows with their number, not number × line length
+SNIPPET_WIDTH: Final = 120
+SNIPPET_CONTEXT: Final = 40  # characters shown before the first mark
+ELLIPSIS: Final = "…"
+# like clang's -ferror-limit: past this many diagnostics in one file the rest are counted
+MAX_PER_FILE: Final = 200
+SNIPPET_LINES: Final = 20  # a JSON snippet of a span over more lines is cut there
 
 # rustc's palette: the severity in red or yellow, the gutter and secondary marks in blue
 _SEVERITY_STYLE: Final = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow"}
@@ -58,22 +68,49 @@ def render_text(
     *,
     paths: Sequence[str] = (),
     color: bool = False,
+    max_per_file: int | None = MAX_PER_FILE,
 ) -> str:
     """Every diagnostic, a blank line after each, then a summary line when `paths` are given.
 
     `paths` are the files that were checked; the summary names the file, or counts them.
+    At most `max_per_file` diagnostics are shown per file (None or 0: all); the summary
+    still counts every one, and a note says how many of each file were left out.
     """
     diagnostics = tuple(diagnostics)
+    shown, omitted = shown_per_file(diagnostics, max_per_file)
     out = Text()
-    for diagnostic in diagnostics:
+    for diagnostic in shown:
         out.append_text(render_diagnostic(diagnostic, sources))
         out.append("\n")
+    for path, count in omitted.items():
+        out.append("note", _MESSAGE_STYLE)
+        out.append(
+            f": {_plural(count, 'more diagnostic')} in {path or 'the flow'} not shown "
+            f"(at most {max_per_file} per file; `--max-errors 0` shows all)\n"
+        )
     if paths:
         line = summary(diagnostics, paths)
         if line is not None:
             out.append_text(line)
             out.append("\n")
     return _to_str(out, color)
+
+
+def shown_per_file(
+    diagnostics: Sequence[Diagnostic], max_per_file: int | None
+) -> tuple[list[Diagnostic], dict[str, int]]:
+    """The first `max_per_file` diagnostics of each file, in order, and how many of each
+    file were left out (files without any left out are absent). None or 0: no limit."""
+    if not max_per_file:
+        return list(diagnostics), {}
+    seen: dict[str, int] = {}
+    shown: list[Diagnostic] = []
+    for diagnostic in diagnostics:
+        path = diagnostic.span.path if diagnostic.span is not None else ""
+        seen[path] = seen.get(path, 0) + 1
+        if seen[path] <= max_per_file:
+            shown.append(diagnostic)
+    return shown, {path: n - max_per_file for path, n in seen.items() if n > max_per_file}
 
 
 def summary(diagnostics: Sequence[Diagnostic], paths: Sequence[str]) -> Text | None:
@@ -161,36 +198,49 @@ def _snippet(
     previous: int | None = None
     for number in lines:
         if previous is not None and number - previous == 2:
-            between = _line(sources, marks[0].span.path, previous + 1)
-            _gutter(out, pad, _display(between or "").rstrip(), str(previous + 1).rjust(len(pad)))
+            between = _line(sources, marks[0].span.path, previous + 1) or ""
+            shown, _ = _windowed(between, 0, 0)
+            _gutter(out, pad, _display(shown).rstrip(), str(previous + 1).rjust(len(pad)))
         elif previous is not None and number - previous > 2:
             out.append("...", _GUTTER_STYLE)
             out.append("\n")
         text = _line(sources, marks[0].span.path, number) or ""
-        _gutter(out, pad, _display(text).rstrip(), str(number).rjust(len(pad)))
         # the primary mark first, so the eye finds the diagnostic's own label first
         on_line = sorted((m for m in marks if m.span.line == number), key=lambda m: not m.primary)
-        for mark in on_line:
-            start, width = _underline(text, mark.span)
+        ranges = [_columns(text, m.span) for m in on_line]
+        shown, shift = _windowed(text, min(b for b, _ in ranges), max(e for _, e in ranges))
+        _gutter(out, pad, _display(shown).rstrip(), str(number).rjust(len(pad)))
+        for mark, (begin, end) in zip(on_line, ranges, strict=True):
+            begin, end = (min(max(i + shift, 0), len(shown)) for i in (begin, end))
+            start, width = _width(_display(shown[:begin])), _width(_display(shown[begin:end]))
             style = primary_style if mark.primary else _GUTTER_STYLE
             out.append(f"{pad} | ", _GUTTER_STYLE)
             out.append(" " * start)
-            out.append(("^" if mark.primary else "-") * width, style)
+            out.append(("^" if mark.primary else "-") * max(width, 1), style)
             if mark.label:
                 out.append(f" {mark.label}", style)
             out.append("\n")
         previous = number
 
 
-def _underline(line: str, span: Span) -> tuple[int, int]:
-    """Display column and width of the marks under `span` in `line`, tabs and wide
-    characters counted as they are shown. A span running past the line ends at its end."""
-    begin = max(span.column - 1, 0)
+def _columns(line: str, span: Span) -> tuple[int, int]:
+    """The characters of `line` under `span`; a span running past the line ends at its end."""
+    begin = min(max(span.column - 1, 0), len(line))
     end = span.end_column - 1 if span.end_line == span.line else len(line)
-    end = min(max(end, begin), len(line))
-    start = _width(_display(line[:begin]))
-    width = _width(_display(line[begin:end]))
-    return start, max(width, 1)
+    return begin, min(max(end, begin), len(line))
+
+
+def _windowed(line: str, begin: int, end: int) -> tuple[str, int]:
+    """`line` cut to a window of at most SNIPPET_WIDTH characters that shows `begin:end`
+    (its start when the marks are wider), with `…` where text was left out; and how far
+    the window moved the line's characters. A snippet never copies a whole long line."""
+    if len(line) <= SNIPPET_WIDTH:
+        return line, 0
+    start = max(0, min(begin - SNIPPET_CONTEXT, len(line) - SNIPPET_WIDTH))
+    stop = min(len(line), start + SNIPPET_WIDTH)
+    before = ELLIPSIS if start > 0 else ""
+    after = ELLIPSIS if stop < len(line) else ""
+    return before + line[start:stop] + after, len(before) - start
 
 
 def _display(text: str) -> str:
@@ -265,17 +315,26 @@ def _to_str(text: Text, color: bool) -> str:
 # --- JSON (terraform validate -json) ---------------------------------------------------
 
 
-def render_json(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> dict[str, Any]:
+def render_json(
+    diagnostics: Iterable[Diagnostic],
+    sources: Mapping[str, str],
+    *,
+    max_per_file: int | None = None,
+) -> dict[str, Any]:
     """A document shaped like `terraform validate -json` (format_version 1.0).
 
     Lines and columns are 1-based, in characters; `byte` is the 0-based UTF-8 offset.
-    Snippet highlight offsets count characters into `snippet.code`.
+    Snippet highlight offsets count characters into `snippet.code`; a long line's
+    snippet is a window around the range, `…` marking what was left out.
+    With `max_per_file`, `diagnostics` lists at most that many per file and
+    `omitted_count` says how many were left out; the counts cover them all.
     """
     diagnostics = tuple(diagnostics)
     errors = sum(1 for d in diagnostics if d.is_error)
     indexes: dict[str, _SourceIndex] = {}
     entries = []
-    for diagnostic in diagnostics:
+    shown, omitted = shown_per_file(diagnostics, max_per_file)
+    for diagnostic in shown:
         entry: dict[str, Any] = {
             "severity": str(diagnostic.severity),
             "code": diagnostic.code,
@@ -302,6 +361,7 @@ def render_json(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -
         "valid": errors == 0,
         "error_count": errors,
         "warning_count": len(diagnostics) - errors,
+        **({"omitted_count": sum(omitted.values())} if omitted else {}),
         "diagnostics": entries,
     }
 
@@ -321,6 +381,8 @@ class _SourceIndex:
         self.text = text
         self.lines = _split_lines(text) if text is not None else None
         self._byte_starts: list[int] | None = None
+        # line -> UTF-8 offset of each character (None: an ASCII line, where they are equal)
+        self._line_bytes: dict[int, list[int] | None] = {}
         self._char_starts: list[int] | None = None
         self._contexts: tuple[list[int], list[str | None]] | None = None
 
@@ -333,8 +395,22 @@ class _SourceIndex:
                 starts.append(total)
                 total += len(raw.encode("utf-8")) + 1
             self._byte_starts = starts
-        prefix = self.lines[line - 1][: max(column - 1, 0)]
-        return self._byte_starts[line - 1] + len(prefix.encode("utf-8"))
+        return self._byte_starts[line - 1] + self._bytes_before(line, max(column - 1, 0))
+
+    def _bytes_before(self, line: int, characters: int) -> int:
+        """UTF-8 bytes of the first `characters` of a line, without encoding the line
+        again for each diagnostic on it (a long generated line may have thousands)."""
+        assert self.lines is not None
+        text = self.lines[line - 1]
+        characters = min(characters, len(text))
+        if line not in self._line_bytes:
+            self._line_bytes[line] = (
+                None
+                if text.isascii()
+                else [0, *itertools.accumulate(len(ch.encode("utf-8")) for ch in text)]
+            )
+        starts = self._line_bytes[line]
+        return characters if starts is None else starts[characters]
 
     def context(self, line: int, column: int) -> str | None:
         """The block enclosing a position, such as `job "extract" > retry`."""
@@ -380,11 +456,22 @@ def _json_snippet(span: Span, index: _SourceIndex) -> dict[str, Any] | None:
     if lines is None or not 1 <= span.line <= len(lines):
         return None
     last = min(max(span.end_line, span.line), len(lines))
-    code_lines = lines[span.line - 1 : last]
-    highlight_start = min(span.column - 1, len(code_lines[0]))
-    before_last = sum(len(line) + 1 for line in code_lines[:-1])
-    end_column = span.end_column if span.end_line <= len(lines) else len(code_lines[-1]) + 1
-    highlight_end = before_last + min(end_column - 1, len(code_lines[-1]))
+    if last - span.line >= SNIPPET_LINES:
+        last = span.line + SNIPPET_LINES - 1
+    code_lines: list[str] = []
+    highlight_start = highlight_end = 0
+    for number in range(span.line, last + 1):
+        line = lines[number - 1]
+        begin = min(max(span.column - 1, 0), len(line)) if number == span.line else 0
+        end = len(line)
+        if number == span.end_line:
+            end = min(max(span.end_column - 1, begin), len(line))
+        shown, shift = _windowed(line, begin, end)
+        before = sum(len(code) + 1 for code in code_lines)
+        if number == span.line:
+            highlight_start = before + begin + shift
+        highlight_end = before + min(max(end + shift, 0), len(shown))
+        code_lines.append(shown)
     return {
         "context": index.context(span.line, span.column),
         "code": "\n".join(code_lines),

@@ -154,6 +154,7 @@ class Settings:
     """Options of the `tideflow` group that every command sees (`ctx.obj`)."""
 
     color: str = "auto"  # auto | always | never
+    include_root: str | None = None  # None: the folder of each flow file compiled
 
     def color_for(self, stream: IO[Any]) -> bool:
         """Whether to colour `stream`: asked for, or a terminal and NO_COLOR unset."""
@@ -182,10 +183,20 @@ class Settings:
     show_default=True,
     help="Colour diagnostics (auto: on a terminal, unless NO_COLOR is set).",
 )
+@click.option(
+    "--include-root",
+    type=click.Path(file_okay=False, exists=True),
+    envvar="TIDEFLOW_INCLUDE_ROOT",
+    default=None,
+    help="Folder that `include`s may read from [default: the folder of each flow file].",
+)
 @click.pass_context
-def main(ctx: click.Context, color: str) -> None:
+def main(ctx: click.Context, color: str, include_root: str | None) -> None:
     """tideflow: jobs on schedules, messages on brokers, consumers that follow the backlog."""
-    ctx.obj = Settings(color=color)
+    ctx.obj = Settings(color=color, include_root=include_root)
+    if include_root is not None:
+        # processes this one starts (consumer instances, job workers) compile the same flow
+        os.environ["TIDEFLOW_INCLUDE_ROOT"] = str(Path(include_root).resolve())
 
 
 def _settings() -> Settings:
@@ -217,12 +228,21 @@ def _show_diagnostics(
     sources: Mapping[str, str],
     paths: Sequence[str],
     stream: IO[str],
+    *,
+    max_per_file: int | None = None,
 ) -> None:
-    from tideflow.compiler.report import render_text
+    """Diagnostics as text: at most `max_per_file` per file (default: the report's limit)."""
+    from tideflow.compiler.report import MAX_PER_FILE, render_text
 
     if not diagnostics:
         return
-    text = render_text(diagnostics, sources, paths=paths, color=_settings().color_for(stream))
+    text = render_text(
+        diagnostics,
+        sources,
+        paths=paths,
+        color=_settings().color_for(stream),
+        max_per_file=MAX_PER_FILE if max_per_file is None else max_per_file,
+    )
     stream.write(text)
     stream.flush()
 
@@ -314,7 +334,12 @@ def _compile(path: str) -> CompileResult:
 
     plugins = installed_plugins()
     _warn_plugin_problems(tuple(str(problem) for problem in plugins.problems))
-    return compile_flow(path, catalog=plugins.catalog, rules=plugins.lint_rules)
+    return compile_flow(
+        path,
+        catalog=plugins.catalog,
+        rules=plugins.lint_rules,
+        include_root=_settings().include_root,
+    )
 
 
 def load_flow(file: str) -> FlowIR:
@@ -371,12 +396,20 @@ def compile_command(file: str, output: str | None) -> None:
     help="text for people, json like `terraform validate -json`, sarif for code scanning.",
 )
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-def lint_command(files: tuple[str, ...], output_format: str, strict: bool) -> None:
+@click.option(
+    "--max-errors",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Show at most N diagnostics per file (errors and warnings; 0: all). "
+    "The summary counts them all.",
+)
+def lint_command(files: tuple[str, ...], output_format: str, strict: bool, max_errors: int) -> None:
     """Check flows and report every problem.
 
     A folder stands for the .flow files in it. Several files make one report.
     """
-    from tideflow.compiler.report import render_json, render_sarif
+    from tideflow.compiler.report import render_json, render_sarif, shown_per_file
 
     inputs = _collect(files, folders=True)
     for problem in inputs.problems:
@@ -391,15 +424,16 @@ def lint_command(files: tuple[str, ...], output_format: str, strict: bool) -> No
 
     out = _stdout()
     if output_format == "json":
-        out.write(json.dumps(render_json(found, sources), indent=2, ensure_ascii=False) + "\n")
+        document = render_json(found, sources, max_per_file=max_errors)
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     elif output_format == "sarif":
         from tideflow.plugins import installed_plugins
 
         titles = {rule.code: rule.summary for rule in installed_plugins().lint_rules}
-        log = render_sarif(found, rule_titles=titles)
+        log = render_sarif(shown_per_file(found, max_errors)[0], rule_titles=titles)
         out.write(json.dumps(log, indent=2, ensure_ascii=False) + "\n")
     elif found:
-        _show_diagnostics(found, sources, inputs.paths, out)
+        _show_diagnostics(found, sources, inputs.paths, out, max_per_file=max_errors)
     elif inputs.paths:
         click.echo(f"no problems found in {_where(inputs.paths)}", file=out)
     out.flush()

@@ -563,3 +563,29 @@ def test_fmt_keeps_the_file_mode(unformatted: str, workdir: Path) -> None:
     assert run("fmt", unformatted).exit_code == 0
     assert path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- the include root ----------------------------------------------------------------------
+
+
+def test_include_root_flag_and_variable_widen_where_includes_may_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the flag is passed on to processes the command starts, through the environment
+    monkeypatch.setenv("TIDEFLOW_INCLUDE_ROOT", "")
+    monkeypatch.delenv("TIDEFLOW_INCLUDE_ROOT")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "pools.flow").write_text('pool "db" { slots = 1 }\n')
+    (tmp_path / "project").mkdir()
+    flow = tmp_path / "project" / "main.flow"
+    flow.write_text('include "../shared/pools.flow"\njob "a" {\n  command = ["true"]\n}\n')
+
+    refused = run("lint", str(flow))
+    assert refused.exit_code == 1
+    assert "error[E112]" in refused.stdout
+    assert "--include-root DIR" in refused.stdout
+    assert run("lint", str(flow), env={"TIDEFLOW_INCLUDE_ROOT": str(tmp_path)}).exit_code == 0
+    assert run("--include-root", str(tmp_path), "lint", str(flow)).exit_code == 0
+    missing = run("--include-root", str(tmp_path / "nope"), "lint", str(flow))
+    assert missing.exit_code == 2
+    assert_clean(missing)
