@@ -799,6 +799,7 @@ class Executor:
             "scheduled_at": run.scheduled_at,
             "params": {**node.params, **run.params},
             "env": resolved.env,
+            "secrets": tuple(resolved.secrets),
             "publishes": node.publishes,
             "publisher": (self.publisher_factory, spec.publisher_specs)
             if spec.publisher_specs

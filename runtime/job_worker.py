@@ -11,7 +11,8 @@ message]`, to fd L, another such file. The worker exits when the request pipe
 closes.
 
 Request: dict with target ("module:function"), run_id, flow, job, attempt,
-scheduled_at, params, env, publishes, publisher (factory path and a
+scheduled_at, params, env, secrets (the secret values among env's, kept out of
+every log record), publishes, publisher (factory path and a
 `{topic: flow_ir_json}` map, or None) and sys_path (directories to import from).
 Reply: dict with ok (bool), error (the ErrorInfo fields as a tuple, or None)
 and exit_code (for `sys.exit` with a non-zero code, else None).
@@ -32,6 +33,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
+from . import redaction
 from .context import JobContext, Publisher, load_object
 
 HEADER: Final = struct.Struct(">I")
@@ -116,6 +118,7 @@ class _RecordWriter(logging.Handler):
         super().__init__(logging.DEBUG)
         self.fd = fd
         self.setFormatter(logging.Formatter("%(message)s"))
+        self.addFilter(redaction.RedactingFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -193,6 +196,7 @@ def run_attempt(
         if directory not in sys.path:
             sys.path.append(directory)
     env: Mapping[str, str] = request.get("env", {})
+    redaction.remember(request.get("secrets", ()))
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     publisher = request.get("publisher")
@@ -244,6 +248,8 @@ def serve(requests_fd: int, results_fd: int, logs_fd: int) -> None:
     """Answer requests until the request pipe closes."""
     for fd in (requests_fd, results_fd, logs_fd):
         os.set_inheritable(fd, False)  # subprocesses of a job must not hold our pipes
+    # other loggers (a client library's) print to the attempt's stderr, redacted
+    redaction.configure()
     logger = _job_logger(logs_fd)
     publishers = _Publishers()
     while True:

@@ -3,19 +3,32 @@
 Both read the orchestrator's environment when an attempt starts. A missing
 variable (an `env()` without a default, or any `secret()`) fails the attempt
 with a message naming the variable, never a value. Every resolved secret value
-is redacted from what the executor stores: output, log lines and errors.
+is redacted from what the executor stores (output, log lines and errors); each
+read from this process's environment is also remembered by `redaction`, which
+keeps it out of whatever this process logs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
-from tideflow.compiler.ir import EnvRef, SecretRef, TextValue
+from tideflow.compiler.ir import EnvRef, FlowIR, SecretRef, TextValue
 
-REDACTED: Final = "[secret]"
+from .redaction import REDACTED, Redactor, remember
+
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "Resolved",
+    "UnresolvedValueError",
+    "flow_secret_values",
+    "resolve",
+    "resolve_value",
+    "secret_values",
+]
 
 
 class UnresolvedValueError(Exception):
@@ -37,6 +50,8 @@ def resolve_value(value: TextValue, where: str, environ: Mapping[str, str] | Non
     env = os.environ if environ is None else environ
     found = env.get(value.name)
     if found is not None:
+        if isinstance(value, SecretRef) and environ is None:
+            remember((found,))
         return found
     if isinstance(value, EnvRef) and value.default is not None:
         return value.default
@@ -76,8 +91,9 @@ def resolve(
 
 
 def secret_values(values: Iterable[object], environ: Mapping[str, str] | None = None) -> set[str]:
-    """The current values of every `secret()` found (recursively) in `values`; missing
-    ones are left out (whoever needs them reports them)."""
+    """The current values of every `secret()` found (recursively, in mappings,
+    sequences and dataclasses) in `values`; missing ones are left out (whoever needs
+    them reports them)."""
     env = os.environ if environ is None else environ
     found: set[str] = set()
     stack = list(values)
@@ -90,21 +106,17 @@ def secret_values(values: Iterable[object], environ: Mapping[str, str] | None = 
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
             stack.extend(value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            stack.extend(getattr(value, f.name) for f in dataclasses.fields(value))
+    if environ is None:
+        remember(found)
     return found
 
 
-class Redactor:
-    """Replaces every known secret value in a text with `[secret]`."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # longest first, so a secret containing another is replaced whole
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+def flow_secret_values(flows: Iterable[FlowIR]) -> set[str]:
+    """The current values of every `secret()` of `flows` (options, env, commands). A
+    program calls this once it has its flows, so that its logs redact them before
+    anything it starts (a consumer instance whose output it relays) prints one."""
+    return secret_values(
+        data["record"] for flow in flows for _, data in flow.graph.nodes(data=True)
+    )

@@ -193,6 +193,10 @@ class Settings:
 @click.pass_context
 def main(ctx: click.Context, color: str, include_root: str | None) -> None:
     """tideflow: jobs on schedules, messages on brokers, consumers that follow the backlog."""
+    from tideflow.runtime import redaction  # stdlib only: costs nothing at start
+
+    # before any command reads a secret(): whatever logs it afterwards prints [secret]
+    redaction.configure()
     ctx.obj = Settings(color=color, include_root=include_root)
     if include_root is not None:
         # processes this one starts (consumer instances, job workers) compile the same flow

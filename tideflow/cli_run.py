@@ -39,9 +39,11 @@ from tideflow.cli_runtime import (
 )
 from tideflow.compiler.ir import FlowIR, JobNode
 from tideflow.dsl.parser import parse_duration
+from tideflow.runtime import redaction
 from tideflow.runtime.model import JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
 from tideflow.runtime.schedule import next_fire, upcoming
+from tideflow.runtime.secrets import flow_secret_values
 from tideflow.runtime.store import Store
 
 
@@ -111,6 +113,7 @@ def run_command(
     signal stops at once.
     """
     flows = [load_flow(file) for file in files]
+    flow_secret_values(flows)  # remembered: from now on, no log line shows one
     grace_seconds = parse_seconds(grace)
     stop_after = parse_seconds(run_for) if run_for else None
     console = Console(stderr=True)
@@ -168,6 +171,8 @@ def _configure_logging(console: Console, live: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     if live:
         logging.getLogger("tideflow").setLevel(logging.WARNING)
+    # after the levels above, so that TIDEFLOW_LOG may lift them
+    redaction.configure()
 
 
 async def _run(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import click
 
 from tideflow.cli import EXIT_OK, EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.runtime import redaction
 from tideflow.runtime.consumer import LIFELINE_ENV, PARENT_ENV
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def _configure_logging() -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)  # libraries: warnings and errors only
     logging.getLogger("tideflow").setLevel(logging.INFO)  # ours and the handlers' ctx.logger
+    redaction.configure()
 
 
 def _consumer(flow: FlowIR, name: str, file: str) -> ConsumerNode:
@@ -126,6 +128,7 @@ def _run(flow: FlowIR, consumer: ConsumerNode, state_url: str | None, instance_i
     )
 
     where = f'consumer "{consumer.name}"'
+    secrets.flow_secret_values([flow])  # remembered: from now on, no log line shows one
     try:
         resolved = secrets.resolve(consumer.env, where=where)
     except secrets.UnresolvedValueError as exc:

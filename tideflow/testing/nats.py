@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -101,8 +101,10 @@ class NatsServer:
         *,
         port: int | None = None,
         binary: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.binary = binary if binary is not None else find_nats_server()
+        self.args = tuple(args)  # more options, e.g. `--auth TOKEN`
         self.store_dir = store_dir
         self.port = port if port is not None else free_port()
         self.monitor_port = free_port()
@@ -135,6 +137,7 @@ class NatsServer:
             "-js",
             "-sd",
             str(self.store_dir),
+            *self.args,
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
