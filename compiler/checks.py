@@ -17,7 +17,7 @@ import zoneinfo
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Final, TypeAlias
 
 import networkx as nx
@@ -126,13 +126,18 @@ def check_flow(loaded: LoadedFlow, catalog: s.Catalog, *, today: date | None = N
 
 def suggest(word: str, choices: Iterable[str], template: str = "`{}`") -> str | None:
     """`did you mean ...?` when `choices` holds a close match for `word`."""
-    pool = list(choices)
+    close = _closest(word, tuple(choices))
+    return f"did you mean {template.format(close)}?" if close is not None else None
+
+
+@lru_cache(maxsize=4096)
+def _closest(word: str, pool: tuple[str, ...]) -> str | None:
+    # cached: a generated flow may repeat one misspelling thousands of times, and
+    # difflib takes a fraction of a millisecond for each
     close = difflib.get_close_matches(word, pool, n=1)
-    if not close:
-        folded = {c.lower(): c for c in pool}
-        if word.lower() in folded:
-            close = [folded[word.lower()]]
-    return f"did you mean {template.format(close[0])}?" if close else None
+    if close:
+        return close[0]
+    return {c.lower(): c for c in pool}.get(word.lower())
 
 
 def head_span(block: Block) -> Span:

@@ -1,9 +1,13 @@
 """Run history: SQLite (WAL) by default, PostgreSQL by URL.
 
 `Store.open(url)` migrates the schema to the newest revision (Alembic) before
-anything else, so an old state file keeps working after an upgrade. Every method
-is one short transaction; the store is safe to share between threads and between
-processes (SQLite's WAL lets the CLI read while the orchestrator writes).
+anything else, so an old state file keeps working after an upgrade. Without a URL
+it opens $TIDEFLOW_STATE, else `state.db` in the user's state folder
+(`default_url()`): the same store whatever the current folder, so two commands
+started in different places never keep two histories (nor fire a schedule twice).
+
+Every method is one short transaction; the store is safe to share between threads
+and between processes (SQLite's WAL lets the CLI read while the orchestrator writes).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+import platformdirs
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -44,7 +49,7 @@ from .model import (
     TriggerKind,
 )
 
-DEFAULT_URL: Final = "sqlite:///.tideflow/state.db"
+STATE_ENV: Final = "TIDEFLOW_STATE"
 # Captured output beyond this is cut (the end is kept: that is where errors are).
 MAX_OUTPUT_CHARS: Final = 1_000_000
 # Log lines kept per consumer instance (older ones are deleted as new ones come).
@@ -53,6 +58,32 @@ CONSUMER_LOG_KEEP: Final = 2000
 
 class StoreError(Exception):
     """The state store cannot be opened or used; the message says why."""
+
+
+class StoreNotFound(StoreError):
+    """`Store.open(..., create=False)` found no store where the URL points."""
+
+
+def default_url() -> str:
+    """The store used when neither a URL nor $TIDEFLOW_STATE names one: `state.db` in the
+    user's state folder (`~/.local/state/tideflow` on Linux, `$XDG_STATE_HOME` when set)."""
+    folder = platformdirs.user_state_path("tideflow", appauthor=False)
+    return f"sqlite:///{folder / 'state.db'}"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store `url` names, else $TIDEFLOW_STATE's, else `default_url()`; normalized."""
+    return normalize_url(url or os.environ.get(STATE_ENV) or default_url())
+
+
+def describe_url(url: str) -> str:
+    """Where a store is, for people: a SQLite file's absolute path, else the URL without
+    its password."""
+    if url.startswith("sqlite"):
+        database = _sqlite_file(url)
+        if database is not None:
+            return str(Path(database).expanduser().resolve())
+    return _safe_url(url)
 
 
 def utcnow() -> datetime:
@@ -98,12 +129,28 @@ class Store:
 
     # --- lifecycle -------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """Where this store is, for people (see `describe_url`)."""
+        return describe_url(self.url)
+
     @classmethod
-    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
-        url = normalize_url(url or os.environ.get("TIDEFLOW_STATE") or DEFAULT_URL)
+    def open(cls, url: str | None = None, *, migrate: bool = True, create: bool = True) -> Store:
+        """Open (and migrate) the store at `url` (see `resolve_url`). With `create=False`,
+        for commands that only read, a store that does not exist yet raises StoreNotFound
+        instead of being created (a SQLite file, or the schema in a database)."""
+        url = resolve_url(url)
+        if not create:
+            database = _sqlite_file(url) if url.startswith("sqlite") else None
+            if database is not None and not Path(database).expanduser().exists():
+                _check_could_exist(Path(database).expanduser().resolve(), url)
+                raise StoreNotFound(f"no state store at {describe_url(url)}")
         try:
             engine = _create_engine(url)
             store = cls(engine)
+            if not create and not sa.inspect(engine).has_table("alembic_version"):
+                engine.dispose()
+                raise StoreNotFound(f"{_safe_url(url)} holds no tideflow state store")
             if migrate:
                 store.migrate()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
@@ -1007,6 +1054,28 @@ def _alembic_config() -> Config:
     location = resources.files("tideflow.runtime").joinpath("migrations")
     config.set_main_option("script_location", str(location))
     return config
+
+
+def _check_could_exist(path: Path, url: str) -> None:
+    """StoreError when `path` can never be a file (a parent is a file): that is a wrong
+    URL, not a store that has yet to be made."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(
+                    f"cannot open the state store {_safe_url(url)}: `{parent}` is not a folder"
+                )
+            return
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names; None for an in-memory database or a URL that is not
+    one."""
+    try:
+        database = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return None
+    return database if database and database != ":memory:" else None
 
 
 def _safe_url(url: str) -> str:

@@ -8,15 +8,27 @@
   service it needs cannot be reached; `make test` must then fail loudly rather
   than pass quietly (set TIDEFLOW_ALLOW_SKIPS=1 to accept skips on a machine
   without the services).
+- The user's state folder (where the default state store lives) is a temporary
+  one: no test reads or writes the real `~/.local/state/tideflow`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 os.environ["TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        # platformdirs' user_state_path follows XDG_STATE_HOME (the suite runs on Linux)
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+        patch.delenv("TIDEFLOW_STATE", raising=False)
+        yield
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -346,11 +346,14 @@ def _compile(path: str) -> CompileResult:
     )
 
 
-def load_flow(file: str) -> FlowIR:
-    """Compile FILE for a command that runs it (run, worker, trigger, ...): warnings and
-    errors go to stderr; errors exit 1, a missing or unreadable file exits 2."""
+def load_flow(file: str, *, warnings: bool = False) -> FlowIR:
+    """Compile FILE for a command that uses it (run, worker, trigger, ...): errors go to
+    stderr and exit 1, a missing or unreadable file exits 2. Warnings are shown only
+    with `warnings` (`run`, once at start): `lint` is where they belong, and repeating
+    them in every status or trigger buries the command's own output."""
     result = _compile(_single_input(file))
-    _show_diagnostics(result.diagnostics, result.sources, [file], _stderr())
+    shown = result.diagnostics if warnings else result.errors
+    _show_diagnostics(shown, result.sources, [file], _stderr())
     if result.ir is None or result.errors:
         sys.exit(EXIT_PROBLEMS)
     return result.ir
@@ -482,7 +485,7 @@ def graph_command(file: str, output: str | None, output_format: str | None, lege
         raise UsageProblem(f"not writing a {chosen} picture to a terminal; use -o FILE.{chosen}")
 
     result = _compile(_single_input(file))
-    _show_diagnostics(result.diagnostics, result.sources, [file], _stderr())
+    _show_diagnostics(result.errors, result.sources, [file], _stderr())  # warnings: `lint`
     if result.ir is None or result.errors:
         sys.exit(EXIT_PROBLEMS)
     try:

@@ -26,7 +26,7 @@ from tideflow.cli import (
     _stderr,
     _write_output,
 )
-from tideflow.cli_runtime import emit_json, state_option, when
+from tideflow.cli_runtime import emit_json, empty_store, state_option, when
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,9 +44,10 @@ MAX_PARTITIONS_SHOWN = 12
 
 
 def _compiled(file: str) -> FlowIR:
-    """The flow's IR; its diagnostics go to stderr, and errors end the command (exit 1)."""
+    """The flow's IR; its errors go to stderr and end the command (exit 1). Warnings are
+    left to `lint` and `run`."""
     result = _compile(_single_input(file))
-    _show_diagnostics(result.diagnostics, result.sources, [file], _stderr())
+    _show_diagnostics(result.errors, result.sources, [file], _stderr())
     if result.ir is None or result.errors:
         sys.exit(EXIT_PROBLEMS)
     return result.ir
@@ -387,12 +388,14 @@ def explain_command(
     """Show the autoscaler's last decisions for CONSUMER, newest first, with their
     inputs and arithmetic ("backlog 3,412 / 500 per instance = 7; capped by 6
     partitions -> 6")."""
-    from tideflow.runtime.store import Store, StoreError
+    from tideflow.runtime.store import Store, StoreError, StoreNotFound
 
     ir = _compiled(file)
     consumer, rule = _scaled_consumer(ir, consumer_name)
     try:
-        store = Store.open(state_url)
+        store = Store.open(state_url, create=False)
+    except StoreNotFound as exc:
+        store = empty_store(exc, state_url)
     except StoreError as exc:
         raise UsageProblem(str(exc)) from None
     except OSError as exc:  # a SQLite path whose folder cannot be made

@@ -12,7 +12,7 @@ import time
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import time as clock_time
 from typing import Any
 
@@ -112,7 +112,7 @@ def run_command(
     --grace to finish, then are killed and recorded as interrupted. A second
     signal stops at once.
     """
-    flows = [load_flow(file) for file in files]
+    flows = [load_flow(file, warnings=True) for file in files]
     flow_secret_values(flows)  # remembered: from now on, no log line shows one
     grace_seconds = parse_seconds(grace)
     stop_after = parse_seconds(run_for) if run_for else None
@@ -122,7 +122,8 @@ def run_command(
     dashboard = _Dashboard(ui_host, ui_port, ui_token) if ui else None
     if dashboard is not None:
         dashboard.check()
-    with open_store(state_url) as store:
+    with open_store(state_url, create=True) as store:
+        console.print(f"state store: {store.location}", soft_wrap=True)
         orchestrator = Orchestrator(flows, store, grace=grace_seconds)
         try:
             asyncio.run(_run(orchestrator, console, use_live, stop_after, dashboard))
@@ -342,7 +343,8 @@ def trigger_command(
         raise click.ClickException(f'flow "{name}" has no job `{job}`{hint}')
     values = parse_params(params)
     limit = parse_seconds(timeout)
-    with open_store(state_url) as store:
+    # a request may wait for an orchestrator that has not started yet: it creates the store
+    with open_store(state_url, create=True) as store:
         request = store.request_trigger(name, job, params=values)
         running = store.live_orchestrators([name], 30.0)
         if not running:
@@ -385,6 +387,7 @@ class JobStatus:
     next_run: datetime | None
     last_run: JobRunRow | None
     counts: dict[str, int]
+    timezone: str | None = None  # the schedule's: where its next run is shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +409,7 @@ def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> F
             next_run=next_fire(job.schedule, now) if job.schedule else None,
             last_run=last.get(job.name),
             counts=dict(per_job.get(job.name, {})),
+            timezone=job.schedule.timezone if job.schedule else None,
         )
         for job in sorted(flow.jobs.values(), key=lambda j: j.name)
     ]
@@ -424,7 +428,7 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
     """
     since_at = parse_since(since)
     now = datetime.now(UTC)
-    with open_store(state_url) as store:
+    with open_store(state_url, empty_if_missing=file is not None) as store:
         flows = [load_flow(file)] if file else _stored_flows(store)
         if not flows:
             raise click.ClickException("the state store holds no flow yet; give a FILE")
@@ -460,10 +464,15 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
                 job.schedule,
                 last_cell,
                 duration(row.duration) if row else "-",
-                when(job.next_run, now) if job.next_run else "-",
+                when(job.next_run, now, _zone(job.timezone)) if job.next_run else "-",
                 " ".join(f"{n} {s}" for s, n in sorted(job.counts.items())) or "-",
             )
         console.print(table)
+
+
+def _zone(name: str | None) -> tzinfo | None:
+    """A schedule's zone (its next run is shown on its own wall clock)."""
+    return zoneinfo.ZoneInfo(name) if name else None
 
 
 def _stored_flows(store: Store) -> list[FlowIR]:
@@ -477,8 +486,15 @@ def _stored_flows(store: Store) -> list[FlowIR]:
 
 @click.command("upcoming")
 @click.argument("file", metavar="FILE")
-@click.option("--until", "until_text", required=True, help="Last day (or time) to list.")
-@click.option("--from", "from_text", help="First day (or time) to list (default: now).")
+@click.option(
+    "--until",
+    "until_text",
+    required=True,
+    help="Last day (or time) to list, or how far ahead (7d, 12h).",
+)
+@click.option(
+    "--from", "from_text", help="First day (or time) to list, or a delay (1d) (default: now)."
+)
 @click.option("--job", "jobs", multiple=True, help="Only this job (repeatable).")
 @format_option
 def upcoming_command(
@@ -491,12 +507,14 @@ def upcoming_command(
     """Every scheduled instant of the flow in FILE up to --until, DST-correct.
 
     A bare date means the whole day in the flow's time zone: `--until 2026-12-31`
-    lists up to the last instant of 31 December there.
+    lists up to the last instant of 31 December there. A duration counts from now:
+    `--until 7d` lists the next seven days.
     """
     flow = load_flow(file)
     zone = zoneinfo.ZoneInfo(flow.info.timezone)
-    start = _moment(from_text, zone, end_of_day=False) if from_text else datetime.now(UTC)
-    until = _moment(until_text, zone, end_of_day=True)
+    now = datetime.now(UTC)
+    start = _moment(from_text, zone, now, end_of_day=False) if from_text else now
+    until = _moment(until_text, zone, now, end_of_day=True)
     if until < start:
         raise click.BadParameter("--until is before --from", param_hint="--until")
     try:
@@ -536,12 +554,18 @@ class Instant:
     timezone: str
 
 
-def _moment(text: str, zone: zoneinfo.ZoneInfo, *, end_of_day: bool) -> datetime:
+def _moment(text: str, zone: zoneinfo.ZoneInfo, now: datetime, *, end_of_day: bool) -> datetime:
+    """A date, a date and time (in `zone` unless it says its own), or a duration from now
+    (`7d`, `12h`: the other way round from `runs --since`, which looks back)."""
+    seconds = parse_duration(text.strip())
+    if seconds is not None:
+        return now + timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(
-            f"{text!r} is not a date or time (2026-12-31, 2026-12-31T18:00)"
+            f"{text!r} is neither a date or time (2026-12-31, 2026-12-31T18:00) "
+            "nor a duration from now (12h, 7d)"
         ) from None
     if len(text.strip()) <= 10 and end_of_day:  # a bare date: its last instant
         moment = datetime.combine(moment.date(), clock_time.max)

@@ -1,19 +1,23 @@
 """CLI commands that read and steer run history: runs, logs, status, trigger, cancel.
 
-Each takes `--state URL` (default: $TIDEFLOW_STATE, else ./.tideflow/state.db) and
-`--format json` for scripts; the default is a readable table.
+Each takes `--state URL` (default: $TIDEFLOW_STATE, else `state.db` in the user's state
+folder, whatever the current folder) and `--format json` for scripts; the default is a
+readable table. Commands that only read never create a store: without one they say
+where they looked and exit 2.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tideflow.cli import UsageProblem
 from tideflow.dsl.parser import parse_duration
 from tideflow.runtime.model import AttemptRow, JobRunRow, RunStatus
-from tideflow.runtime.store import Store, StoreError
+from tideflow.runtime.store import STATE_ENV, Store, StoreError, StoreNotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +55,8 @@ def state_option(func: F) -> F:
         metavar="URL",
         default=None,
         help="State store: a SQLite path or a postgresql:// URL "
-        "(default: $TIDEFLOW_STATE, else .tideflow/state.db).",
+        "(default: $TIDEFLOW_STATE, else state.db in the user's state folder, "
+        "~/.local/state/tideflow on Linux).",
     )(func)
 
 
@@ -66,15 +72,44 @@ def format_option(func: F) -> F:
 
 
 @contextmanager
-def open_store(url: str | None) -> Iterator[Store]:
+def open_store(
+    url: str | None, *, create: bool = False, empty_if_missing: bool = False
+) -> Iterator[Store]:
+    """The store `url` names (see `resolve_url`). Only commands that write (`run`,
+    `trigger`) pass `create`: a reading command without a store says so (exit 2), or,
+    with `empty_if_missing` (it has a flow file to say something about), notes it on
+    stderr and reads an empty history."""
     try:
-        store = Store.open(url)
+        store = Store.open(url, create=create)
+    except StoreNotFound as exc:
+        if not empty_if_missing:
+            raise UsageProblem(_not_found(str(exc), url)) from exc
+        store = empty_store(exc, url)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         yield store
     finally:
         store.close()
+
+
+def empty_store(missing: StoreNotFound, url: str | None) -> Store:
+    """For a command given a flow file but no store: a note on stderr, and an empty
+    history in memory (nothing is written anywhere)."""
+    click.echo(f"note: {_not_found(str(missing), url)}", err=True)
+    return Store.open("sqlite://")
+
+
+def _not_found(message: str, url: str | None) -> str:
+    text = (
+        f"{message}: nothing has run with it yet (`tideflow run FILE` creates it); "
+        f"--state or ${STATE_ENV} name another"
+    )
+    legacy = Path(".tideflow", "state.db")
+    if url is None and not os.environ.get(STATE_ENV) and legacy.exists():
+        # tideflow kept the store in the current folder before it had a per-user default
+        text += f"; this folder has an older one: --state {legacy}"
+    return text
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -92,15 +127,16 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def when(moment: datetime | None, now: datetime | None = None) -> str:
-    """A time as people read it in a table: local clock time and how long ago."""
+def when(moment: datetime | None, now: datetime | None = None, zone: tzinfo | None = None) -> str:
+    """A time as people read it in a table: the clock time in `zone` (default: this
+    machine's), labelled with the zone, and how long ago: `00:30:00 EST (in 5h)`."""
     if moment is None:
         return "-"
     now = now or datetime.now(UTC)
-    local = moment.astimezone()
+    local = moment.astimezone(zone)
     delta = (now - moment).total_seconds()
-    shown = local.strftime("%H:%M:%S") if abs(delta) < 86400 else local.strftime("%Y-%m-%d %H:%M")
-    return f"{shown} ({human_delta(delta)})"
+    shape = "%H:%M:%S %Z" if abs(delta) < 86400 else "%Y-%m-%d %H:%M %Z"
+    return f"{local.strftime(shape)} ({human_delta(delta)})"
 
 
 def human_delta(seconds: float) -> str:
@@ -199,12 +235,14 @@ def runs_command(
             since=since_at,
             limit=limit,
         )
+        location = store.location
     if output_format == "json":
         emit_json({"runs": rows})
         return
     console = make_console()
     if not rows:
-        console.print("no runs match" + (f" (since {since})" if since else ""))
+        window = f" (since {since})" if since else ""
+        console.print(Text(f"no runs match{window} in the state store at {location}"))
         return
     table = Table(box=None, header_style="bold")
     for column in ("run", "flow", "job", "status", "trigger", "attempts", "started", "took"):

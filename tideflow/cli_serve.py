@@ -59,6 +59,7 @@ def serve_command(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"tideflow dashboard on http://{shown}:{bound}/ (Ctrl-C stops it)", err=False)
+    click.echo(f"state store: {app.state.dashboard.store.location}")
     if token:
         click.echo("requests need the token (Authorization: Bearer, or the /login form)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

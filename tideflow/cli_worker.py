@@ -51,7 +51,7 @@ PR_SET_PDEATHSIG: Final = 1
     metavar="URL",
     default=None,
     help="State store: a SQLite path or a postgresql:// URL "
-    "(default: $TIDEFLOW_STATE, else .tideflow/state.db).",
+    "(default: $TIDEFLOW_STATE, else state.db in the user's state folder).",
 )
 @click.option(
     "--instance-id",
