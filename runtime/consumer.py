@@ -75,6 +75,7 @@ __all__ = [
     "HandlerError",
     "HandlerMessage",
     "Outcome",
+    "dead_letter_group",
     "dead_letter_headers",
     "decode_value",
     "load_handler",
@@ -325,6 +326,14 @@ def dead_letter_headers(
     if location:
         headers[f"{HEADER_PREFIX}error-location"] = location
     return headers
+
+
+def dead_letter_group(consumer: ConsumerNode) -> str:
+    """The consumer group `tideflow dlq` reads a consumer's dead-letter topic as. Each
+    instance creates it (`ensure_topic`) before its first dead letter, so it counts
+    every dead letter on every broker; a message acknowledged in it (replayed) is
+    not listed again."""
+    return f"tideflow-dlq-{consumer.group}"
 
 
 def nack_delay(delivery_count: int) -> float:
@@ -831,7 +840,10 @@ class ConsumerInstance:
         if broker is None:
             broker = self._publishers[topic] = self._open_broker(topic)
         if topic not in self._ensured:
-            await broker.ensure_topic(topic)
+            dead_letters = topic == self.consumer.dead_letter
+            await broker.ensure_topic(
+                topic, [dead_letter_group(self.consumer)] if dead_letters else []
+            )
             self._ensured.add(topic)
         await broker.publish(topic, messages)
 

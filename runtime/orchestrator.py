@@ -42,6 +42,7 @@ from tideflow.plugins import BackendContext, BackendError, Broker, Scaler, insta
 from .autoscaler import Autoscaler
 from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
+from .consumer import dead_letter_group
 from .executor import Executor, RunRequest
 from .model import DeadLetterRow, RunStatus, TriggerKind
 from .notify import Notifications, dead_letter_event
@@ -199,6 +200,8 @@ class Orchestrator:
         groups: dict[str, list[str]] = {}
         for consumer in flow.consumers.values():
             groups.setdefault(consumer.consumes, []).append(consumer.group)
+            if consumer.dead_letter is not None:  # what `tideflow dlq` reads
+                groups.setdefault(consumer.dead_letter, []).append(dead_letter_group(consumer))
         for broker_name in flow.brokers:
             if not any(t.broker == broker_name for t in flow.topics.values()):
                 continue

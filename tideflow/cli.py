@@ -63,6 +63,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "tideflow.cli_autoscale:simulate_command",
     "explain": "tideflow.cli_autoscale:explain_command",
     "serve": "tideflow.cli_serve:serve_command",
+    "dlq": "tideflow.cli_dlq:dlq_command",
 }
 """Commands defined in other modules, loaded on first use (keeps `tideflow lint` fast)."""
 
