@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Plugins that live in this repository as separate distributions.
 LOCAL_PLUGINS := $(wildcard examples/plugins/*/pyproject.toml)
 
-.PHONY: demo test lint typecheck unit sysdeps bench clean
+.PHONY: demo test lint typecheck unit sysdeps bench fuzz clean
 
 # Runs examples/quickstart.flow on the embedded broker until Ctrl-C (or for DEMO_FOR,
 # e.g. `make demo DEMO_FOR=60s`). Watch it from another terminal with
@@ -43,6 +43,15 @@ bench: $(STAMP)
 	$(PY) bench/runtime_bench.py
 	$(PY) bench/broker_bench.py
 	$(PY) bench/autoscale_bench.py
+	$(PY) bench/hostile_bench.py
+
+# Coverage-guided fuzzing of the parser, checks, reports and fmt for FUZZ_FOR seconds
+# (default 600); the corpus grows in bench/fuzz/corpus, findings land in out/fuzz/.
+FUZZ_FOR ?= 600
+fuzz: $(STAMP)
+	$(PIP) install -q -e ".[fuzz]"
+	mkdir -p out/fuzz
+	cd out/fuzz && ../../$(PY) ../../bench/fuzz/fuzz_flow.py -max_total_time=$(FUZZ_FOR) -print_final_stats=1
 
 # Debian packages: graphviz (`dot`, for pictures) and chromium (the dashboard's
 # browser tests; never a browser that a tool downloads itself).

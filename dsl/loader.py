@@ -153,6 +153,16 @@ class _Loader:
 
     def _include(self, including: str, include: ast.Include) -> None:
         target = include.path.value
+        if "\0" in target:  # no file system takes it (os functions raise ValueError)
+            self.complete = False
+            self.diagnostics.append(
+                Diagnostic(
+                    "E110",
+                    "cannot read included file: its path contains a NUL character",
+                    include.path.span,
+                )
+            )
+            return
         shown = os.path.normpath(Path(including).parent / target)
         real = _identity(shown)
         open_paths = [path for path, _ in self._chain]

@@ -15,7 +15,6 @@ import dataclasses
 import itertools
 import os
 import re
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from tideflow.dsl import ast
 from tideflow.dsl.diagnostics import CODES, Diagnostic
 from tideflow.dsl.formatter import format_source
 from tideflow.dsl.parser import MAX_NESTING, ParseResult, parse, parse_bytes
+
+from .front_end_checks import check_formatting
 
 settings.register_profile(
     "tideflow-dsl",
@@ -196,62 +197,6 @@ def _assert_words(diagnostic: Diagnostic) -> None:
     for words in (diagnostic.message, diagnostic.label, diagnostic.help):
         if words is not None:
             assert _LARK_WORDS.search(_QUOTED.sub("", words)) is None, words
-
-
-def shape(node: object) -> object:
-    """A node without its positions or source text, for comparing trees."""
-    if isinstance(node, tuple):
-        return tuple(shape(item) for item in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        kept = [
-            shape(getattr(node, f.name))
-            for f in dataclasses.fields(node)
-            if not f.name.endswith("span") and f.name not in {"source", "comments", "path"}
-        ]
-        return (type(node).__name__, *kept)
-    return node
-
-
-def file_shape(file: ast.FlowFile) -> object:
-    # the formatter moves includes to the top, so compare includes and blocks apart
-    return (shape(file.includes), shape(file.blocks))
-
-
-def normalized_comments(file: ast.FlowFile) -> list[str]:
-    return [
-        c.text.replace("\r\n", "\n") if c.text.startswith("/*") else c.text.rstrip()
-        for c in file.comments
-    ]
-
-
-def check_formatting(text: str) -> str:
-    """Format a parseable text and check everything `fmt` promises; return the output."""
-    before = parse(text, "gen.flow")
-    assert before.file is not None
-    result = format_source(text, "gen.flow")
-    assert result.text is not None
-    assert result.diagnostics == before.diagnostics
-    after = parse(result.text, "gen.flow")
-    assert after.file is not None, after.diagnostics
-    assert after.diagnostics == () or after.diagnostics[0].code == "E106"
-    assert file_shape(after.file) == file_shape(before.file)
-    comments_before = normalized_comments(before.file)
-    comments_after = normalized_comments(after.file)
-    assert Counter(comments_after) == Counter(comments_before)
-    includes_first = not any(
-        isinstance(item, ast.Include)
-        and any(isinstance(i, ast.Block) for i in before.file.items[:n])
-        for n, item in enumerate(before.file.items)
-    )
-    if includes_first:
-        assert comments_after == comments_before
-    again = format_source(result.text, "gen.flow")
-    assert again.text == result.text, "formatting is not idempotent"
-    assert not again.changed
-    assert result.text == "" or (result.text.endswith("\n") and not result.text.endswith("\n\n"))
-    for line in result.text.split("\n"):
-        assert line == line.rstrip() or "/*" in result.text  # only inside block comments
-    return result.text
 
 
 # --- valid files --------------------------------------------------------------------------
