@@ -404,16 +404,35 @@ def explain_command(
         raise UsageProblem(f"cannot open the state store: `{where}`: {reason}") from None
     try:
         rows = store.decisions(flow=ir.info.name, consumer=consumer.name, limit=limit)
+        dead_counts = store.dead_letter_counts(flow=ir.info.name)
     finally:
         store.close()
+    # dead-lettered messages left the backlog without being handled
+    dead_lettered = dead_counts.get((ir.info.name, consumer.name), 0)
 
     if output_format == "json":
-        emit_json({"flow": ir.info.name, "consumer": consumer.name, "decisions": rows})
+        emit_json(
+            {
+                "flow": ir.info.name,
+                "consumer": consumer.name,
+                "dead_lettered": dead_lettered,
+                "decisions": rows,
+            }
+        )
         return
     console = _console()
     console.print(
         f'consumer [bold]{consumer.name}[/bold] of flow "{ir.info.name}": {_describe_rule(rule)}'
     )
+    if dead_lettered:
+        console.print(
+            Text(
+                f"{dead_lettered:,} message(s) dead-lettered so far: they left the backlog "
+                "unhandled (see `tideflow dlq list`)",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
     if not rows:
         console.print("no decisions recorded yet (they are written while `tideflow run` scales it)")
         return

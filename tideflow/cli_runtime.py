@@ -265,6 +265,22 @@ def runs_command(
 @click.command("logs")
 @click.argument("run_id", metavar="RUN", type=int)
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: all).")
+@click.option(
+    "--consumer",
+    "consumer",
+    metavar="NAME",
+    help="Show what this consumer's instances logged instead of a job run's output.",
+)
+@click.option("--flow", "flow", metavar="NAME", help="With --consumer: only this flow's.")
+@click.option("--instance", metavar="ID", help="With --consumer: only this instance's lines.")
+@click.option(
+    "--lines",
+    "line_count",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="With --consumer: the newest this many lines.",
+)
 @state_option
 @click.option(
     "--format",
@@ -274,9 +290,25 @@ def runs_command(
     show_default=True,
 )
 def logs_command(
-    run_id: int, attempt: int | None, state_url: str | None, output_format: str
+    run_id: int | None,
+    attempt: int | None,
+    consumer: str | None,
+    flow: str | None,
+    instance: str | None,
+    line_count: int,
+    state_url: str | None,
+    output_format: str,
 ) -> None:
-    """Show a job run's attempts: output, log lines and, for failures, the traceback."""
+    """Show a job run's attempts: output, log lines and, for failures, the traceback;
+    or, with --consumer, the lines a consumer's instances logged (its handler's
+    `ctx.logger` and the instances' own: started, dead-lettered, stopped)."""
+    if consumer is not None:
+        if run_id is not None or attempt is not None:
+            raise click.UsageError("give a RUN or --consumer, not both")
+        _consumer_logs(consumer, flow, instance, line_count, state_url, output_format)
+        return
+    if run_id is None:
+        raise click.UsageError("give a job run's number (see `tideflow runs`) or --consumer NAME")
     with open_store(state_url) as store:
         run = store.job_run(run_id)
         if run is None:
@@ -306,6 +338,35 @@ def logs_command(
         console.print("  no attempt has started yet")
     for item in attempts:
         _print_attempt(console, item, lines[item.id])
+
+
+def _consumer_logs(
+    consumer: str,
+    flow: str | None,
+    instance: str | None,
+    count: int,
+    state_url: str | None,
+    output_format: str,
+) -> None:
+    with open_store(state_url) as store:
+        lines = store.consumer_logs(flow, consumer, instance_id=instance, limit=count)
+    if output_format == "json":
+        emit_json({"consumer": consumer, "flow": flow, "lines": lines})
+        return
+    console = make_console()
+    if not lines:
+        where = f' of flow "{flow}"' if flow else ""
+        console.print(Text(f'consumer "{consumer}"{where} has logged nothing yet'))
+        return
+    for line in lines:
+        text = Text(f"{line.at.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ")
+        text.append(f"{line.level:<7} ", style=LEVEL_STYLES.get(line.level, ""))
+        text.append(f"[{line.instance_id}] ", style="dim")
+        text.append(line.message)
+        console.print(text, soft_wrap=True)
+
+
+LEVEL_STYLES: Mapping[str, str] = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 
 
 def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> None:

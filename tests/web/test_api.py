@@ -233,6 +233,39 @@ def test_consumers_show_instances_backlog_and_the_autoscalers_reasons(
     assert workers["scale"]["max"] == 4
 
 
+def test_consumers_show_dead_letters_and_what_instances_logged(
+    client: TestClient, state: State
+) -> None:
+    from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow
+
+    now = datetime.now(UTC)
+    with Store.open(state.url) as store:
+        store.record_dead_letters(
+            [DeadLetterRow("shop", "workers", "inst-a", now, "orders", 2, "17", 5, None, "E: x")]
+        )
+        store.record_consumer_logs(
+            "shop",
+            "workers",
+            "inst-a",
+            [ConsumerLogLine("inst-a", now, "INFO", "handled <b>order</b> [bold]17[/bold]")],
+        )
+    (workers,) = get(client, "/api/consumers")["consumers"]
+    assert (workers["dead_lettered"], workers["dead_lettered_window"]) == (1, 1)
+    (dead,) = workers["dead_letters"]
+    assert (dead["topic"], dead["partition"], dead["id"], dead["failures"]) == (
+        "orders",
+        2,
+        "17",
+        5,
+    )
+    assert dead["dead_letter_topic"] is None and dead["error"] == "E: x"
+    assert [line["message"] for line in workers["log"]] == ["handled <b>order</b> [bold]17[/bold]"]
+    page = client.get("/consumers")
+    assert page.status_code == 200
+    assert "handled &lt;b&gt;order&lt;/b&gt; [bold]17[/bold]" in page.text
+    assert 'data-testid="dead-letters"' in page.text and "orders 2:17" in page.text
+
+
 def test_consumers_filter_by_flow(client: TestClient) -> None:
     assert get(client, "/api/consumers", flow="shop")["consumers"]
     assert client.get("/api/consumers", params={"flow": "nope"}).status_code == 404

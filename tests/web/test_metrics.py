@@ -178,3 +178,21 @@ def test_a_store_that_cannot_be_read_says_so(
     assert "tideflow_job_runs" not in samples
     monkeypatch.undo()
     assert scrape(client)["tideflow_store_up"][()] == 1
+
+
+def test_dead_letters_are_counted_per_consumer(client: TestClient, state: State) -> None:
+    from tideflow.runtime.model import DeadLetterRow
+
+    labels = (("consumer", "workers"), ("flow", "shop"))
+    before = scrape(client).get("tideflow_consumer_dead_letters_total", {}).get(labels, 0.0)
+    with Store.open(state.url) as store:
+        store.record_dead_letters(
+            [
+                DeadLetterRow(
+                    "shop", "workers", "w-1", datetime.now(UTC), "orders", 0, str(n), 5, "dlq", "E"
+                )
+                for n in range(3)
+            ]
+        )
+    after = scrape(client)["tideflow_consumer_dead_letters_total"]
+    assert after[labels] == before + 3

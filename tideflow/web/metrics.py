@@ -13,6 +13,9 @@ starts. The rest is read whole at each scrape:
   backlog the autoscaler read last;
 - `tideflow_consumer_instances_desired` / `_current` (the last decision) and
   `_alive` (instances whose heartbeat is recent);
+- `tideflow_consumer_dead_letters_total{flow,consumer}`: messages consumer
+  instances gave up on after `max_failures` (dead-lettered, or dropped without a
+  dead-letter topic), counted from the stored dead letters;
 - `tideflow_scheduler_last_tick_timestamp_seconds`: the newest orchestrator
   heartbeat, and `tideflow_job_next_fire_timestamp_seconds{flow,job}`: when each
   schedule fires next; together they tell "the scheduler is dead" from "nothing is
@@ -162,6 +165,7 @@ class StoreCollector(Collector):
             *self._attempt_durations(),
             *self._schedule_lateness(),
             *self._consumers(now),
+            self._dead_letters(),
             self._scale_event_counter(),
             *self._scheduler(now),
         ]
@@ -253,6 +257,17 @@ class StoreCollector(Collector):
             )
             alive.add_metric(labels, len(running))
         return [backlog, partition_backlog, desired, current, alive]
+
+    def _dead_letters(self) -> Metric:
+        family = CounterMetricFamily(
+            "tideflow_consumer_dead_letters",
+            "Messages consumer instances gave up on after max_failures handler failures "
+            "(dead-lettered, or dropped without a dead-letter topic)",
+            labels=["flow", "consumer"],
+        )
+        for (flow, consumer), count in sorted(self.store.dead_letter_counts().items()):
+            family.add_metric([flow, consumer], count)
+        return family
 
     def _scale_event_counter(self) -> Metric:
         counts, self._decision_mark = history.applied_decisions(

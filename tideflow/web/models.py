@@ -279,6 +279,26 @@ class HistoryPoint(_Model):
     desired: int
 
 
+class DeadLetterInfo(_Model):
+    """A message a consumer gave up on after `max_failures` handler failures."""
+
+    at: datetime
+    instance: str
+    topic: str = Field(description="the topic it was consumed from")
+    partition: int
+    id: str = Field(description="its id on that topic")
+    failures: int
+    dead_letter_topic: str | None = Field(description="None: dropped (no dead-letter topic)")
+    error: str
+
+
+class ConsumerLogLine(_Model):
+    at: datetime
+    instance: str
+    level: str
+    message: str
+
+
 class ConsumerDetail(_Model):
     flow: str
     consumer: str
@@ -291,6 +311,15 @@ class ConsumerDetail(_Model):
     decisions: list[DecisionInfo] = Field(description="the newest decisions, newest first")
     balance: Balance
     history: list[HistoryPoint] = Field(description="decisions within the window, oldest first")
+    dead_letter: str | None = Field(default=None, description="the consumer's dead-letter topic")
+    dead_lettered: int = Field(default=0, description="messages given up on, in all")
+    dead_lettered_window: int = Field(default=0, description="messages given up on in the window")
+    dead_letters: list[DeadLetterInfo] = Field(
+        default_factory=list, description="the newest dead letters, newest first"
+    )
+    log: list[ConsumerLogLine] = Field(
+        default_factory=list, description="the newest lines its instances logged, oldest first"
+    )
 
 
 class Consumers(_Model):

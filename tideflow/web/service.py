@@ -51,7 +51,9 @@ from .models import (
     CancelAccepted,
     ConsumerDetail,
     ConsumerInfo,
+    ConsumerLogLine,
     Consumers,
+    DeadLetterInfo,
     DecisionInfo,
     ErrorSummary,
     FlowDetail,
@@ -104,6 +106,9 @@ ACTIVE_STATUSES: Final = (
 _TERMINAL: Final = frozenset({*(s for s in RunStatus if s.finished), RunStatus.UPSTREAM_FAILED})
 _RETRYABLE: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 MAX_UPCOMING_DAYS: Final = 400
+# The consumers page shows each consumer's newest dead letters and log lines.
+CONSUMER_DEAD_LETTERS_SHOWN: Final = 10
+CONSUMER_LOG_LINES_SHOWN: Final = 50
 # a day with more instants than this is shown as "at least" (per-second crons exist)
 DAY_CAP: Final = 200
 # instants counted in one regular day of a cron that fires the same way every day
@@ -525,6 +530,8 @@ class Dashboard:
         for row in history.recent_instances(self.store, since=since, flow=flow):
             instances.setdefault((row.flow, row.consumer), []).append(row)
         alive_after = now - timedelta(seconds=self.instance_alive_seconds)
+        dead_total = self.store.dead_letter_counts(flow=flow)
+        dead_recent = self.store.dead_letter_counts(flow=flow, since=since)
         details = []
         for key in sorted(keys):
             flow_name, name = key
@@ -556,6 +563,35 @@ class Dashboard:
                             at=d.taken_at, backlog=d.backlog, current=d.current, desired=d.desired
                         )
                         for d in reversed(recent)
+                    ],
+                    dead_letter=node.dead_letter if node else None,
+                    dead_lettered=dead_total.get(key, 0),
+                    dead_lettered_window=dead_recent.get(key, 0),
+                    dead_letters=[
+                        DeadLetterInfo(
+                            at=d.at,
+                            instance=d.instance_id,
+                            topic=d.topic,
+                            partition=d.partition,
+                            id=d.message_id,
+                            failures=d.failures,
+                            dead_letter_topic=d.dead_letter_topic,
+                            error=d.error,
+                        )
+                        for d in self.store.dead_letters(
+                            flow=flow_name, consumer=name, limit=CONSUMER_DEAD_LETTERS_SHOWN
+                        )
+                    ],
+                    log=[
+                        ConsumerLogLine(
+                            at=line.at,
+                            instance=line.instance_id,
+                            level=line.level,
+                            message=line.message,
+                        )
+                        for line in self.store.consumer_logs(
+                            flow_name, name, limit=CONSUMER_LOG_LINES_SHOWN
+                        )
                     ],
                 )
             )
