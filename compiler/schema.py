@@ -668,6 +668,7 @@ class BackendSpec:
     options: tuple[Field, ...]
     doc: str = ""
     partitioned: bool = False  # brokers: instances beyond the partition count idle
+    subject_routed: bool = False  # brokers: topics' `subjects` decide where a message goes
 
 
 @dataclass(frozen=True)

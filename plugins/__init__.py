@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backends import (
+    SUBJECT_HEADER,
     Backend,
     BackendClosedError,
     BackendConfigError,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "SUBJECT_HEADER",
     "Backend",
     "BackendClosedError",
     "BackendConfigError",
@@ -102,7 +104,9 @@ def builtin_catalog() -> Catalog:
                 "kafka": BackendSpec(
                     "kafka", opts.KAFKA_BROKER, "Apache Kafka (confluent-kafka).", partitioned=True
                 ),
-                "nats": BackendSpec("nats", opts.NATS_BROKER, "NATS JetStream (nats-py)."),
+                "nats": BackendSpec(
+                    "nats", opts.NATS_BROKER, "NATS JetStream (nats-py).", subject_routed=True
+                ),
             },
             "scaler": {
                 "local": BackendSpec(

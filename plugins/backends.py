@@ -8,7 +8,9 @@ work happens in these classes, whose methods are `async`. Each class declares:
   the compiler checks the block against and `tideflow plugins --describe` prints;
 - a docstring, whose first line is the backend's one-line description;
 - for brokers, `partitioned`: whether consumer instances beyond the partition
-  count would idle.
+  count would idle; `subject_routed`: whether a topic's `subjects` decide where a
+  message goes, so that a topic whose subjects all have wildcards needs each
+  message to name its subject (`SUBJECT_HEADER`).
 
 A backend is an async resource (trio's `AsyncResource`): `aclose()` releases it,
 is idempotent and never fails because of an earlier failure, and `async with`
@@ -26,13 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, final
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, TopicNode
     from tideflow.compiler.schema import Field
 
 __all__ = [
+    "SUBJECT_HEADER",
     "Backend",
     "BackendClosedError",
     "BackendConfigError",
@@ -52,6 +55,10 @@ __all__ = [
 ]
 
 BACKEND_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+
+#: Header naming the subject a message is published on, for a broker that routes
+#: by subject (`Broker.subject_routed`); `ctx.publish(..., subject=...)` sets it.
+SUBJECT_HEADER: Final = "Tideflow-Subject"
 
 
 # --- errors ------------------------------------------------------------------------
@@ -304,6 +311,9 @@ class Broker(Backend):
 
     kind: ClassVar[str] = "broker"
     partitioned: ClassVar[bool] = False
+    #: The topic's `subjects` (wildcards allowed) decide where a message goes; one
+    #: whose subjects all have wildcards needs a `SUBJECT_HEADER` on each message.
+    subject_routed: ClassVar[bool] = False
 
     def __init__(
         self,

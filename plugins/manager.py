@@ -458,6 +458,7 @@ def _collect(
             cls.options,
             backend_summary(cls),
             partitioned=bool(getattr(cls, "partitioned", False)),
+            subject_routed=bool(getattr(cls, "subject_routed", False)),
         )
         entry = BackendEntry(kind, cls.name, spec, cls, infos[candidate.name])
         taken = backends[kind].get(cls.name)

@@ -31,8 +31,10 @@ Publishing
     it out, and a message sent again may then be stored twice.
     A message goes to the topic's default subject: its first subject without
     wildcards (the topic's name when it has no `subjects`). A
-    `Tideflow-Subject` header picks another one; it must be a subject the topic
-    captures. A topic whose subjects all have wildcards needs that header.
+    `Tideflow-Subject` header (`SUBJECT_HEADER`; a job or handler sets it with
+    `ctx.publish(..., subject=...)`) picks another one; it must be a subject the
+    topic captures. A topic whose subjects all have wildcards needs it on every
+    message (lint warns, W411).
     Publishing is at least once: a caller that publishes a batch again after a
     `BackendError` gets new message ids, so messages already stored are stored
     twice. Messages are stored in the order they were sent, except those sent
@@ -106,6 +108,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from . import builtin_options
 from .backends import (
+    SUBJECT_HEADER,
     BackendClosedError,
     BackendConfigError,
     BackendContext,
@@ -140,8 +143,6 @@ log = logging.getLogger(__name__)
 
 #: Header carrying a message's key, base64-encoded.
 KEY_HEADER: Final = "Tideflow-Key"
-#: Header naming the subject a message is published on, and was published on.
-SUBJECT_HEADER: Final = "Tideflow-Subject"
 #: JetStream's de-duplication header.
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 #: Delivered headers starting with this are JetStream's, not the publisher's.
@@ -269,6 +270,7 @@ class NatsBroker(Broker):
 
     name: ClassVar[str] = "nats"
     partitioned: ClassVar[bool] = False
+    subject_routed: ClassVar[bool] = True
     options = builtin_options.NATS_BROKER
 
     def __init__(
@@ -589,8 +591,9 @@ class NatsBroker(Broker):
             if subject is None:
                 raise BackendError(
                     f'topic "{node.name}" captures only subjects with wildcards '
-                    f"({', '.join(plan.subjects)}); give each message a `{SUBJECT_HEADER}` "
-                    "header naming its subject"
+                    f"({', '.join(plan.subjects)}): name each message's subject, "
+                    f'`ctx.publish("{node.name}", value, subject=...)` (the '
+                    f"`{SUBJECT_HEADER}` header)"
                 )
             if message.key is not None:
                 if headers is None:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tideflow.plugins.backends import BackendClosedError, Broker, Message, OutgoingMessage
 
-from .context import encode_payload, load_object
+from .context import encode_payload, load_object, message_headers
 from .job_worker import error_fields
 from .model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
 
@@ -193,8 +193,9 @@ class ConsumerContext:
     `consumer`, `flow`, `instance_id` (also `run_id`) name where it runs; `params`
     are the consumer's params; `logger` logs to the instance's output;
     `scheduled_at` is always None (messages are not scheduled).
-    `publish(topic, value, key=None)` queues a message for any topic of the flow
-    (bytes as they are, str as UTF-8, anything else as JSON); queued messages are
+    `publish(topic, value, key=None, headers=None, subject=None)` queues a message
+    for any topic of the flow (bytes as they are, str as UTF-8, anything else as
+    JSON; `subject` as for a job, docs/handlers.md); queued messages are
     published after the handler returns and before its message is acknowledged,
     and dropped when it raises.
     """
@@ -233,8 +234,18 @@ class ConsumerContext:
             f"instance_id={self.instance_id!r})"
         )
 
-    def publish(self, topic: str, value: object, key: object = None) -> None:
-        """Queue `value` (and `key`) for `topic`, a topic of the flow."""
+    def publish(
+        self,
+        topic: str,
+        value: object,
+        key: object = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """Queue `value` (and `key`) for `topic`, a topic of the flow. `headers` and
+        `subject` as for a job (`JobContext.publish`)."""
+        extra = message_headers(headers, subject)
         if topic not in self._topics:
             from .context import PublishError
 
@@ -244,7 +255,8 @@ class ConsumerContext:
                 f'"{self.flow}" does not define (topics: {known})'
             )
         encoded_key = None if key is None else encode_payload(key)
-        self.outbox.append((topic, OutgoingMessage(encode_payload(value), encoded_key)))
+        outgoing = OutgoingMessage(encode_payload(value), encoded_key, extra or {})
+        self.outbox.append((topic, outgoing))
 
 
 def load_handler(target: str, sys_path: Sequence[str] = ()) -> Handler:

@@ -1,11 +1,12 @@
 """What a Python job receives (`JobContext`), and how it publishes (`Publisher`).
 
 A job's callable is called with one argument, a `JobContext` (a callable that
-takes no argument is called without it). `ctx.publish(topic, value, key=None)`
-hands a message to a `Publisher`; messages are batched and flushed before the
-attempt reports success, so a successful attempt has published everything it
-published (at least once: a retried attempt publishes again). Values and keys:
-bytes as they are, str as UTF-8, anything else as JSON.
+takes no argument is called without it). `ctx.publish(topic, value, key=None,
+headers=None, subject=None)` hands a message to a `Publisher`; messages are
+batched and flushed before the attempt reports success, so a successful attempt
+has published everything it published (at least once: a retried attempt
+publishes again). Values and keys: bytes as they are, str as UTF-8, anything
+else as JSON. docs/handlers.md is the user's reference.
 
 Publishers are built in the process that publishes (the job's worker process,
 or the orchestrator for a command's `publish_stdout`) by a *publisher factory*,
@@ -37,9 +38,14 @@ FLUSH_EVERY: Final = 1000  # messages buffered per topic before a flush is force
 
 
 class Publisher(Protocol):
-    """Where a job's messages go. Not thread-safe; one per publishing process."""
+    """Where a job's messages go. Not thread-safe; one per publishing process.
 
-    def publish(self, topic: str, value: bytes, key: bytes | None) -> None:
+    `publish` is called with `headers` only when the message has some, so a
+    publisher that takes none still works for jobs that give none."""
+
+    def publish(
+        self, topic: str, value: bytes, key: bytes | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Queue a message (it may be sent later, in a batch)."""
 
     def flush(self) -> None:
@@ -63,6 +69,32 @@ def encode_payload(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def message_headers(
+    headers: Mapping[str, str] | None, subject: str | None
+) -> dict[str, str] | None:
+    """The headers of a message published with `headers` and `subject` (None when
+    there are none): `subject` becomes the `Tideflow-Subject` header, which a broker
+    that routes by subject (NATS) publishes the message on. Raises `TypeError` for
+    a name or value that is not a string."""
+    if not headers and subject is None:
+        return None
+    chosen: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"message headers are text: got {type(name).__name__} {name!r} = "
+                f"{type(value).__name__} {value!r}"
+            )
+        chosen[name] = value
+    if subject is not None:
+        from tideflow.plugins.backends import SUBJECT_HEADER
+
+        if not isinstance(subject, str) or not subject:
+            raise TypeError(f"`subject` is a non-empty string, got {subject!r}")
+        chosen[SUBJECT_HEADER] = subject
+    return chosen
 
 
 def load_object(target: str) -> Any:
@@ -134,8 +166,21 @@ class JobContext:
             f"attempt={self.attempt})"
         )
 
-    def publish(self, topic: str, value: object, key: object = None) -> None:
-        """Publish `value` (and `key`) to `topic`, which the job must list in `publishes`."""
+    def publish(
+        self,
+        topic: str,
+        value: object,
+        key: object = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """Publish `value` (and `key`) to `topic`, which the job must list in `publishes`.
+
+        `headers` travel with the message (text names and values); `subject` names
+        the subject on a broker that routes by subject (NATS: one the topic's
+        `subjects` capture; needed when they all have wildcards)."""
+        extra = message_headers(headers, subject)
         if topic not in self.publishes:
             declared = ", ".join(f"`{t}`" for t in self.publishes) or "none"
             raise PublishError(
@@ -147,9 +192,11 @@ class JobContext:
         publisher = self._used.get(topic)
         if publisher is None:
             publisher = self._used[topic] = self._publisher_for(topic)
-        publisher.publish(
-            topic, encode_payload(value), None if key is None else encode_payload(key)
-        )
+        encoded_key = None if key is None else encode_payload(key)
+        if extra is None:
+            publisher.publish(topic, encode_payload(value), encoded_key)
+        else:
+            publisher.publish(topic, encode_payload(value), encoded_key, extra)
 
     def flush(self) -> None:
         """Flush every publisher this attempt used (the runtime calls this)."""
@@ -200,11 +247,13 @@ class BrokerPublisher:
         self._pending: dict[str, list[OutgoingMessage]] = {}
         self._ensured: set[str] = set()
 
-    def publish(self, topic: str, value: bytes, key: bytes | None) -> None:
+    def publish(
+        self, topic: str, value: bytes, key: bytes | None, headers: Mapping[str, str] | None = None
+    ) -> None:
         from tideflow.plugins import OutgoingMessage
 
         batch = self._pending.setdefault(topic, [])
-        batch.append(OutgoingMessage(value, key))
+        batch.append(OutgoingMessage(value, key, headers or {}))
         if len(batch) >= FLUSH_EVERY:
             self.flush()
 
