@@ -315,6 +315,7 @@ class _Checker:
             # these would only repeat the consequences of an error
             self._warn_unused()
             self._warn_partitions()
+            self._warn_subject_needed()
         flow_name = flow.name if flow is not None else _stem(loaded.root)
         return CheckedFlow(
             flow_name,
@@ -1232,6 +1233,67 @@ class _Checker:
                     "W408", f'broker "{name}" is never used', broker.block, "no topic is on it"
                 )
 
+    def _warn_subject_needed(self) -> None:
+        """W411: a topic on a broker that routes by subject, whose subjects all have
+        wildcards, takes only messages that name their subject."""
+        brokers = self.declarations["broker"]
+        needy: dict[str, tuple[str, ...]] = {}
+        for name, topic in self.declarations["topic"].items():
+            broker = brokers.get(topic.section.values.get("broker", ""))
+            if broker is None or broker.section.backend is None:
+                continue
+            if broker.section.backend.subject_routed:
+                wildcards = _wildcard_subjects(topic)
+                if wildcards:
+                    needy[name] = wildcards
+
+        def related(topic: str) -> tuple[Related, ...]:
+            item = self.declarations["topic"][topic].section.items["subjects"]
+            return (Related(_value_span(item), "every subject has a wildcard"),)
+
+        fix = "or give the topic a subject without wildcards (the first one is the default)"
+        for job in self.declarations["job"].values():
+            values, items = job.section.values, job.section.items
+            for topic in values.get("publishes", ()):
+                if topic not in needy:
+                    continue
+                subjects = ", ".join(needy[topic])
+                example = ".".join(
+                    "<token>" if t in ("*", ">") else t for t in needy[topic][0].split(".")
+                )
+                if values.get("publish_stdout"):
+                    label = "lines of `publish_stdout` cannot name one: each publish fails"
+                    help = fix.removeprefix("or ")
+                else:
+                    label = "without one, the publish fails"
+                    help = f'name it: `ctx.publish("{topic}", value, subject="{example}")`, {fix}'
+                self.found.append(
+                    Diagnostic(
+                        "W411",
+                        f'{job.block.describe()} publishes to topic "{topic}", whose subjects '
+                        f"all have wildcards ({subjects}): each message must name its subject",
+                        _reference_span(items["publishes"], topic),
+                        label=label,
+                        help=help,
+                        related=related(topic),
+                    )
+                )
+        for consumer in self.declarations["consumer"].values():
+            dead_letter = consumer.section.values.get("dead_letter")
+            if dead_letter not in needy:
+                continue
+            self.found.append(
+                Diagnostic(
+                    "W411",
+                    f'{consumer.block.describe()} dead-letters to topic "{dead_letter}", whose '
+                    f"subjects all have wildcards ({', '.join(needy[dead_letter])})",
+                    _value_span(consumer.section.items["dead_letter"]),
+                    label="a dead-lettered message has no subject there: dead-lettering fails",
+                    help=fix.removeprefix("or "),
+                    related=related(dead_letter),
+                )
+            )
+
     def _warn(self, code: str, message: str, block: Block, label: str) -> None:
         self.found.append(Diagnostic(code, message, head_span(block), label=label))
 
@@ -1264,6 +1326,27 @@ class _Checker:
                         related=(Related(head_span(topic.block), "the topic"),),
                     )
                 )
+
+
+def _wildcard_subjects(topic: Declaration) -> tuple[str, ...]:
+    """The topic's `subjects` when every one of them has a wildcard token (`*`, `>`),
+    else ()."""
+    subjects = topic.section.values.get("subjects") or ()
+    if isinstance(subjects, str):
+        subjects = (subjects,)
+    if subjects and all({"*", ">"} & set(s.split(".")) for s in subjects):
+        return tuple(subjects)
+    return ()
+
+
+def _reference_span(item: Item, target: str) -> Span:
+    """The span of the reference to `target` in a list (or single) attribute."""
+    value = item.value  # type: ignore[union-attr]
+    candidates = value.items if type(value) is ast.ListExpr else (value,)
+    for candidate in candidates:
+        if type(candidate) is ast.Reference and candidate.target == target:
+            return candidate.span
+    return item.span
 
 
 def _inside(literal: ast.String, start: int, end: int) -> Span:

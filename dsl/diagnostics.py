@@ -100,4 +100,5 @@ CODES: dict[str, str] = {
     "W407": "literal credential",
     "W408": "unused declaration",
     "W409": "lint rule failed",
+    "W411": "published topic needs a subject per message",
 }
