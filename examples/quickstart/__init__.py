@@ -1,9 +1,11 @@
 """Handlers of examples/quickstart.flow.
 
 The runtime imports `quickstart.jobs` and `quickstart.workers` with the flow
-file's directory on `sys.path`, and calls each handler with a context object.
-The contract these handlers assume (`Context` below is only a description of
-it; the runtime's own class need not inherit from it):
+file's directory on `sys.path`, and calls each handler with a context object:
+a `tideflow.JobContext` for jobs, a `tideflow.ConsumerContext` and a
+`tideflow.HandlerMessage` for the consumer (docs/handlers.md is the full
+reference). The part of that contract these handlers use (`Context` below is
+only a description of it, so that the tests can pass a stand-in):
 
 - `ctx.publish(topic, value, key=None)`: publish `value` (JSON-serialisable) to
   the named topic, which must be one the job `publishes`; `key` chooses the
