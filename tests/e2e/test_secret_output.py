@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from tideflow.runtime.model import RunStatus
 from tideflow.runtime.store import Store
+
 from tideflow.testing.kafka import kafka_bootstrap, kafka_server
 from tideflow.testing.nats import NatsServer
 
@@ -186,7 +186,8 @@ def test_no_secret_value_reaches_any_output_or_the_store(
         **secrets,
         "TIDEFLOW_STATE": f"sqlite:///{state}",
         # every logger at its chattiest: redaction must hold without the quiet
-        "TIDEFLOW_LOG": "debug,tideflow.worker=debug,tideflow.executor=debug,tideflow.plugins=debug",
+        "TIDEFLOW_LOG": "debug,"
+        + ",".join(f"tideflow.{name}=debug" for name in ("worker", "executor", "plugins")),
     }
     output_path = tmp_path / "orchestrator.out"
     try:

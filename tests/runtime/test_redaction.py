@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from tideflow.compiler.ir import SecretRef
 from tideflow.runtime import redaction
 from tideflow.runtime.secrets import resolve_value
