@@ -58,6 +58,7 @@ from tideflow.plugins.backends import BackendClosedError, Broker, Message, Outgo
 from .context import encode_payload, load_object, message_headers
 from .job_worker import error_fields
 from .model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
+from .redaction import RedactingFilter
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -394,10 +395,13 @@ class _LogCapture(logging.Handler):
 
     Attached to `tideflow.consumer` while the instance runs; it keeps records of the
     handler's logger and the instance's own lines (those naming the instance or its
-    consumer), redacted. Handlers log from threads: `deque.append` is atomic."""
+    consumer), without the instance's secrets nor any the process remembers
+    (`redaction.RedactingFilter`). Handlers log from threads: `deque.append` is
+    atomic."""
 
     def __init__(self, instance: ConsumerInstance) -> None:
         super().__init__(logging.INFO)
+        self.addFilter(RedactingFilter())
         self._handler_logger = instance._handler_logger.name
         self._names = (instance.instance_id, f"consumer {instance.consumer.name}")
         self._redact = instance._redact

@@ -20,6 +20,7 @@ import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.plugins import Broker, Message, OutgoingMessage
+from tideflow.runtime import redaction
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.consumer import (
     ConsumerContext,
@@ -602,8 +603,10 @@ async def test_dead_letters_and_log_lines_reach_the_store(
     caplog.set_level(logging.INFO, logger="tideflow")  # as `tideflow worker` sets it
     flow = compile_text(tmp_path, max_failures=2)
 
+    redaction.remember(["pr0cess-wide"])  # a secret the process read elsewhere
+
     def handle(ctx: ConsumerContext, message: HandlerMessage) -> None:
-        ctx.logger.info("handling order %s [bold]", message.value["id"])
+        ctx.logger.info("handling order %s [bold] pr0cess-wide", message.value["id"])
         if message.value["id"] == 1:
             raise ValueError("cannot ship with token s3cr3t")
 
@@ -630,7 +633,7 @@ async def test_dead_letters_and_log_lines_reach_the_store(
 
     lines = store.consumer_logs("shop", "workers")
     texts = [line.message for line in lines]
-    assert "handling order 0 [bold]" in texts
+    assert "handling order 0 [bold] [secret]" in texts
     assert {line.instance_id for line in lines} == {"w-1"}
     assert any("dead-lettered" in t and "[secret]" in t for t in texts), texts
     assert not any("s3cr3t" in t for t in texts)
