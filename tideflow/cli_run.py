@@ -10,8 +10,9 @@ import signal
 import sys
 import time
 import zoneinfo
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import time as clock_time
 from typing import Any
@@ -391,10 +392,40 @@ class JobStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    consumer: str
+    instances: int  # alive now
+    dead_letter: str | None  # its dead-letter topic (None: failed messages are dropped)
+    dead_lettered: int  # messages given up on, in the window
+    dead_lettered_total: int
+
+
+@dataclass(frozen=True, slots=True)
 class FlowStatus:
     flow: str
     orchestrator: dict[str, Any] | None  # the live orchestrator running it, if any
     jobs: list[JobStatus]
+    consumers: list[ConsumerStatus] = field(default_factory=list)
+
+
+def consumer_statuses(store: Store, flow: FlowIR, since: datetime) -> list[ConsumerStatus]:
+    """Each consumer's live instances and dead letters (in the window, and in all)."""
+    name = flow.info.name
+    total = store.dead_letter_counts(flow=name)
+    recent = store.dead_letter_counts(flow=name, since=since)
+    alive = Counter(row.consumer for row in store.instances(flow=name, alive_within=30.0))
+    return [
+        ConsumerStatus(
+            consumer.name,
+            alive[consumer.name],
+            consumer.dead_letter,
+            recent.get((name, consumer.name), 0),
+            total.get((name, consumer.name), 0),
+        )
+        for consumer in sorted(flow.consumers.values(), key=lambda c: c.name)
+    ]
+
+
 
 
 def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> FlowStatus:
@@ -413,7 +444,8 @@ def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> F
         )
         for job in sorted(flow.jobs.values(), key=lambda j: j.name)
     ]
-    return FlowStatus(name, live[0] if live else None, jobs)
+    consumers = consumer_statuses(store, flow, since)
+    return FlowStatus(name, live[0] if live else None, jobs, consumers=consumers)
 
 
 @click.command("status")
@@ -468,6 +500,26 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
                 " ".join(f"{n} {s}" for s, n in sorted(job.counts.items())) or "-",
             )
         console.print(table)
+        if item.consumers:
+            console.print(_consumers_table(item.consumers, since))
+
+
+def _consumers_table(consumers: Sequence[ConsumerStatus], since: str) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("consumer", "instances", f"dead-lettered since {since}", "in all", "to"):
+        table.add_column(column, justify="right" if column in {"instances", "in all"} else "left")
+    for item in consumers:
+        recent = Text(str(item.dead_lettered), style="red" if item.dead_lettered else "")
+        if item.dead_lettered and item.dead_letter is not None:
+            recent.append("  (see tideflow dlq list)", style="dim")
+        table.add_row(
+            Text(item.consumer),
+            str(item.instances),
+            recent,
+            str(item.dead_lettered_total),
+            Text(item.dead_letter or "(dropped)"),
+        )
+    return table
 
 
 def _zone(name: str | None) -> tzinfo | None:
