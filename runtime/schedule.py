@@ -1,19 +1,22 @@
 """When schedules fire: pure functions from a `Schedule` and a window to UTC instants.
 
-`cron(...)` schedules are evaluated on the LOCAL wall clock of the schedule's
-time zone (croniter on naive datetimes), and each wall time is then mapped to an
-instant with zoneinfo. The daylight-saving policy:
+`cron(...)` schedules are evaluated by `tideflow.compiler.cron`, the one
+evaluator that the linter, `upcoming`, the dashboard and this scheduler share.
+It reads the expression on the LOCAL wall clock of the schedule's time zone
+and follows Debian's cron:
 
-- a wall time that does not exist (a spring-forward gap) fires once, at the
-  first instant after the gap; several wall times in one gap, and a wall time
-  at the gap's end, collapse into that one firing;
-- a wall time that happens twice (a fall-back overlap) fires once, at its first
-  occurrence (`fold=0`).
+- when both day fields are restricted (neither begins with `*`), a day matching
+  either will do; otherwise both must match (crontab(5));
+- a fixed-time job (minute and hour fields that do not begin with `*`) runs
+  once, right after a spring-forward gap, for a wall time the gap skips (several
+  such wall times collapse into that one firing), and once, at its first
+  occurrence (`fold=0`), for a wall time a fall-back overlap repeats;
+- any other job follows the wall clock: no run for a wall time in a gap, a run
+  in each pass of an overlap.
 
 Expressions have 5 fields, or 6 with the sixth being seconds (croniter's
-convention, which compiler/cron.py accepts too); the aliases `@hourly`,
-`@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually` stand for
-their usual 5-field expressions.
+convention); the aliases `@hourly`, `@daily`, `@midnight`, `@weekly`,
+`@monthly`, `@yearly`, `@annually` stand for their usual 5-field expressions.
 
 `every(D)` schedules fire at the instants `k * D` after the Unix epoch (UTC), so
 they are unaffected by daylight saving and the same on every machine.
@@ -25,13 +28,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import zoneinfo
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Final
 
-from croniter import croniter
+from tideflow.compiler.cron import ALIASES, instants_after, instants_until, wall_to_instant
 from tideflow.compiler.ir import FlowIR, Schedule
 
 __all__ = [
@@ -42,19 +43,11 @@ __all__ = [
     "fire_times",
     "next_fire",
     "upcoming",
+    "wall_to_instant",
 ]
 
 logger = logging.getLogger(__name__)
 
-ALIASES: Final = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 CATCH_UP_POLICIES: Final = ("skip", "latest", "all")
 # With catch_up = "all", at most this many missed instants are fired after a
 # restart (the latest ones): a flow that was down for a month with a per-second
@@ -63,10 +56,6 @@ MAX_CATCH_UP: Final = 1000
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-# Walking a cron schedule backwards starts this far past the wall time of the end
-# of the window, so that wall times repeated in an overlap (at most 2 hours in the
-# tz database) are not missed.
-_OVERLAP_MARGIN: Final = timedelta(hours=3)
 
 
 # --- public API ------------------------------------------------------------------------
@@ -211,47 +200,18 @@ def _every_descending(schedule: Schedule, before: datetime, after: datetime) -> 
 def _expression(schedule: Schedule) -> str:
     if schedule.cron is None:
         raise ValueError("cron schedule without an expression")
-    text = schedule.cron.strip()
-    return ALIASES.get(text, text)
-
-
-@cache
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone `{name}`") from exc
-
-
-def _local_wall(instant: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
-    return instant.astimezone(zone).replace(tzinfo=None)
+    return schedule.cron.strip()
 
 
 def _cron_ascending(schedule: Schedule, after: datetime) -> Iterator[datetime]:
-    zone = _zone(schedule.timezone)
-    # Wall-to-instant mapping never goes backwards, and the wall time of `after`
-    # maps to `after` or earlier (fold=0), so no wall time before it can map past it.
-    walls = croniter(_expression(schedule), _local_wall(after, zone))
-    previous = after
-    while True:
-        instant = wall_to_instant(walls.get_next(datetime), zone)
-        if instant > previous:  # a gap collapses several wall times into one instant
-            previous = instant
-            yield instant
+    return instants_after(_expression(schedule), schedule.timezone, after)
 
 
 def _cron_descending(schedule: Schedule, before: datetime, after: datetime) -> Iterator[datetime]:
-    zone = _zone(schedule.timezone)
-    walls = croniter(_expression(schedule), _local_wall(before, zone) + _OVERLAP_MARGIN)
-    previous: datetime | None = None
-    while True:
-        instant = wall_to_instant(walls.get_prev(datetime), zone)
-        if instant > before or instant == previous:
-            continue
-        if instant <= after:
-            return
-        previous = instant
-        yield instant
+    return itertools.takewhile(
+        lambda instant: instant > after,
+        instants_until(_expression(schedule), schedule.timezone, before),
+    )
 
 
 def _descending(schedule: Schedule, before: datetime, after: datetime) -> Iterator[datetime]:
@@ -259,29 +219,6 @@ def _descending(schedule: Schedule, before: datetime, after: datetime) -> Iterat
     if _kind(schedule) == "every":
         return _every_descending(schedule, before, after)
     return _cron_descending(schedule, before, after)
-
-
-def wall_to_instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
-    """The UTC instant at which the naive local `wall` time happens in `zone`.
-
-    In an overlap, its first occurrence; in a gap, the first instant after the gap.
-    """
-    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    if _local_wall(first, zone) == wall:
-        return first
-    # In a gap, fold=0 applies the offset from before the gap (an instant after the
-    # transition) and fold=1 the offset from after it (an instant before): the
-    # transition lies between, on a whole second in the tz database.
-    late = int(first.timestamp())
-    early = int(wall.replace(tzinfo=zone, fold=1).astimezone(UTC).timestamp())
-    offset_after = first.astimezone(zone).utcoffset()
-    while late - early > 1:
-        middle = (early + late) // 2
-        if datetime.fromtimestamp(middle, zone).utcoffset() == offset_after:
-            late = middle
-        else:
-            early = middle
-    return datetime.fromtimestamp(late, UTC)
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Daylight saving: the exact UTC instants around gaps and overlaps.
 
-The policy (runtime/schedule.py): a wall time in a spring-forward gap fires
-once, at the first instant after the gap; a wall time repeated in a fall-back
-overlap fires once, at its first occurrence.
+The policy (compiler/cron.py, Debian's cron): a fixed-time job (minute and hour
+fields that do not begin with `*`) fires once, at the first instant after a
+spring-forward gap, for a wall time in the gap, and once, at its first
+occurrence, for a wall time a fall-back overlap repeats. A job whose minute or
+hour is a wildcard follows the wall clock: nothing in a gap, a run in each pass
+of an overlap.
 
 2026 transitions used here:
 - Europe/Lisbon: 03-29 01:00 WET -> 02:00 WEST (01:00 UTC);
@@ -64,17 +67,29 @@ def test_lisbon_fall_back_fires_once_at_the_first_occurrence() -> None:
     ]
 
 
-def test_lisbon_wall_times_in_the_gap_collapse_into_one_firing() -> None:
+def test_lisbon_fixed_wall_times_in_the_gap_collapse_into_one_firing() -> None:
     # 01:00 and 01:30 are in the gap, 02:00 is its end: all three are 01:00 UTC
-    got = fires("*/30 0-2 * * *", "Europe/Lisbon", utc(3, 28, 23, 59), utc(3, 29, 3))
+    got = fires("0,30 0,1,2 * * *", "Europe/Lisbon", utc(3, 28, 23, 59), utc(3, 29, 3))
     assert got == [utc(3, 29, 0, 0), utc(3, 29, 0, 30), utc(3, 29, 1, 0), utc(3, 29, 1, 30)]
 
 
-def test_lisbon_every_minute_through_the_overlap_fires_each_wall_minute_once() -> None:
+def test_lisbon_wildcard_wall_times_in_the_gap_do_not_fire() -> None:
+    # 01:00 and 01:30 do not exist; 02:00 WEST is 01:00 UTC, as on any day
+    got = fires("*/30 0-2 * * *", "Europe/Lisbon", utc(3, 28, 23, 59), utc(3, 29, 3))
+    assert got == [utc(3, 29, 0, 0), utc(3, 29, 0, 30), utc(3, 29, 1, 0), utc(3, 29, 1, 30)]
+    # the issue's example: no run at all for the whole missing hour
+    assert fires("* 1 * * *", "Europe/Lisbon", utc(3, 28, 12), utc(3, 29, 12)) == []
+
+
+def test_lisbon_every_minute_through_the_overlap_fires_in_each_pass() -> None:
     got = fires("* 1 * * *", "Europe/Lisbon", utc(10, 24, 23), utc(10, 25, 3))
-    # 01:00..01:59 WEST (00:00..00:59 UTC), not again at 01:00..01:59 WET
-    assert len(got) == 60
-    assert got[0] == utc(10, 25, 0, 0) and got[-1] == utc(10, 25, 0, 59)
+    # 01:00..01:59 WEST (00:00..00:59 UTC), and again at 01:00..01:59 WET
+    assert got == [utc(10, 25, h, m) for h in (0, 1) for m in range(60)]
+
+
+def test_lisbon_every_twenty_minutes_in_the_repeated_hour_fires_six_times() -> None:
+    got = fires("*/20 1 * * *", "Europe/Lisbon", utc(10, 24, 23), utc(10, 25, 3))
+    assert got == [utc(10, 25, h, m) for h in (0, 1) for m in (0, 20, 40)]
 
 
 # --- America/New_York -------------------------------------------------------------------
@@ -87,6 +102,12 @@ def test_new_york_spring_forward() -> None:
         utc(3, 8, 7, 0),  # 02:30 does not exist: 03:00 EDT
         utc(3, 9, 6, 30),  # 02:30 EDT
     ]
+
+
+def test_new_york_hourly_job_skips_the_missing_hour_instead_of_firing_twice() -> None:
+    got = fires("14 * * * *", "America/New_York", utc(3, 8, 5), utc(3, 8, 9))
+    # 00:14 EST, 01:14 EST, (02:14 does not exist), 03:14 EDT, 04:14 EDT
+    assert got == [utc(3, 8, 5, 14), utc(3, 8, 6, 14), utc(3, 8, 7, 14), utc(3, 8, 8, 14)]
 
 
 def test_new_york_fall_back() -> None:
@@ -126,12 +147,26 @@ def test_lord_howe_overlap_of_thirty_minutes() -> None:
         utc(4, 4, 15, 45),  # 02:15 comes after the overlap (01:30-02:00): +10:30
         utc(4, 5, 15, 45),
     ]
-    got = fires("*/15 1-2 * * *", "Australia/Lord_Howe", utc(4, 4, 12), utc(4, 4, 18))
+    got = fires("0,15,30,45 1,2 * * *", "Australia/Lord_Howe", utc(4, 4, 12), utc(4, 4, 18))
     assert got == [
         utc(4, 4, 14, 0),  # 01:00 +11
         utc(4, 4, 14, 15),
         utc(4, 4, 14, 30),  # 01:30 +11: the first of the two
         utc(4, 4, 14, 45),  # 01:45 +11, not again at 15:15 UTC
+        utc(4, 4, 15, 30),  # 02:00 +10:30
+        utc(4, 4, 15, 45),
+        utc(4, 4, 16, 0),
+        utc(4, 4, 16, 15),
+    ]
+    # a wildcard job fires in both passes of 01:30..01:59
+    got = fires("*/15 1-2 * * *", "Australia/Lord_Howe", utc(4, 4, 12), utc(4, 4, 18))
+    assert got == [
+        utc(4, 4, 14, 0),  # 01:00 +11
+        utc(4, 4, 14, 15),
+        utc(4, 4, 14, 30),  # 01:30 +11
+        utc(4, 4, 14, 45),  # 01:45 +11
+        utc(4, 4, 15, 0),  # 01:30 +10:30
+        utc(4, 4, 15, 15),  # 01:45 +10:30
         utc(4, 4, 15, 30),  # 02:00 +10:30
         utc(4, 4, 15, 45),
         utc(4, 4, 16, 0),
@@ -246,7 +281,21 @@ async def _run_scheduler(
             "*/15 1-2 * * *",
             utc(4, 4, 14, 20),
             utc(4, 4, 15, 50),
-            [utc(4, 4, 14, 30), utc(4, 4, 14, 45), utc(4, 4, 15, 30), utc(4, 4, 15, 45)],
+            [
+                utc(4, 4, 14, 30),
+                utc(4, 4, 14, 45),
+                utc(4, 4, 15, 0),  # 01:30 and 01:45 again, in the second pass
+                utc(4, 4, 15, 15),
+                utc(4, 4, 15, 30),
+                utc(4, 4, 15, 45),
+            ],
+        ),
+        (
+            "Europe/Lisbon",
+            "*/20 1 * * *",
+            utc(10, 24, 23),
+            utc(10, 25, 3),
+            [utc(10, 25, h, m) for h in (0, 1) for m in (0, 20, 40)],
         ),
     ],
 )
