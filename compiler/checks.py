@@ -1090,6 +1090,7 @@ class _Checker:
             zone_name = schedule.timezone
         if isinstance(schedule, ScheduleSpec) and schedule.cron is not None:
             self._warn_dst(schedule, zone_name)
+            self._warn_either_day(schedule)
         return zone_name
 
     def _check_consumer(self, consumer: Declaration) -> None:
@@ -1172,7 +1173,7 @@ class _Checker:
         assert schedule.cron is not None
         gap, overlap = cronlib.dst_hits(schedule.cron, zone_name, self.today)
         shown = schedule.cron
-        if gap is not None:
+        if gap is not None and gap.moved:
             start, end = gap.transition.start, gap.transition.end
             self.found.append(
                 Diagnostic(
@@ -1180,8 +1181,23 @@ class _Checker:
                     f'cron "{shown}" fires at {_clock(gap.fires_at)}, which does not exist '
                     f"in {zone_name} on {gap.fires_at.date().isoformat()} (clocks go forward)",
                     schedule.span,
+                    label=f"it runs once at {_clock(end)} instead",
                     help=f"local times from {_clock(start)} to {_clock(end)} are skipped that "
                     'day: schedule it outside them, or in timezone = "UTC"',
+                )
+            )
+        elif gap is not None:
+            start, end = gap.transition.start, gap.transition.end
+            self.found.append(
+                Diagnostic(
+                    "W401",
+                    f'cron "{shown}" does not fire at {_clock(gap.fires_at)}, which does not '
+                    f"exist in {zone_name} on {gap.fires_at.date().isoformat()} "
+                    "(clocks go forward)",
+                    schedule.span,
+                    label=f"a wildcard minute or hour follows the wall clock: no runs from "
+                    f"{_clock(start)} to {_clock(end)} that day",
+                    help='schedule it outside those times, or in timezone = "UTC"',
                 )
             )
         if overlap is not None:
@@ -1192,10 +1208,31 @@ class _Checker:
                     f'cron "{shown}" fires at {_clock(overlap.fires_at)}, which happens twice '
                     f"in {zone_name} on {overlap.fires_at.date().isoformat()} (clocks go back)",
                     schedule.span,
+                    label="it runs once, the first time",
                     help=f"local times from {_clock(start)} to {_clock(end)} repeat that day: "
                     'schedule it outside them, or in timezone = "UTC"',
                 )
             )
+
+    def _warn_either_day(self, schedule: ScheduleSpec) -> None:
+        assert schedule.cron is not None
+        either = cronlib.either_day(schedule.cron)
+        if either is None:
+            return
+        days_of_month, days_of_week = either
+        self.found.append(
+            Diagnostic(
+                "W410",
+                f'cron "{schedule.cron}" runs {days_of_month} and also {days_of_week} '
+                "(not only on days that are both)",
+                schedule.span,
+                label="both day fields are restricted, so a day matching either one will do",
+                notes=(
+                    "crontab(5): a day field that begins with `*` (such as `*/2`) is not "
+                    "restricted, and then both fields must match",
+                ),
+            )
+        )
 
     def _warn_unused(self) -> None:
         jobs = self.declarations["job"].values()

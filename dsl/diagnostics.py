@@ -100,5 +100,6 @@ CODES: dict[str, str] = {
     "W407": "literal credential",
     "W408": "unused declaration",
     "W409": "lint rule failed",
+    "W410": "cron runs on days matching either day field",
     "W411": "published topic needs a subject per message",
 }
