@@ -299,3 +299,45 @@ def test_runs_that_ended_without_an_attempt_count_as_finished(store: Store) -> N
     (row,) = store.job_runs(status=RunStatus.UPSTREAM_FAILED)
     assert row.finished_at is not None and row.note == "`a` failed"
     assert [r.id for r in store.unfinished_flow_runs(["f"])] == [flow_run]
+
+
+def test_dead_letters_are_counted_and_claimed_once(store: Store) -> None:
+    from tideflow.runtime.model import DeadLetterRow
+
+    def row(consumer: str, n: int, at: datetime) -> DeadLetterRow:
+        return DeadLetterRow("orders", consumer, "w-1", at, "in", 0, str(n), 5, "dlq", f"E: {n}")
+
+    store.record_dead_letters(
+        [row("a", 1, T0), row("a", 2, T0 + timedelta(hours=2)), row("b", 3, T0)]
+    )
+    store.record_dead_letters([])  # nothing to insert: no statement
+    assert store.dead_letter_counts() == {("orders", "a"): 2, ("orders", "b"): 1}
+    assert store.dead_letter_counts(since=T0 + timedelta(hours=1)) == {("orders", "a"): 1}
+    assert [d.message_id for d in store.dead_letters(consumer="a")] == ["2", "1"]
+    claimed = store.claim_dead_letters(["orders"])
+    assert [d.message_id for d in claimed] == ["1", "2", "3"]
+    assert store.claim_dead_letters(["orders"]) == []
+    store.record_dead_letters([row("a", 5, T0)])
+    assert [d.message_id for d in store.claim_dead_letters(["orders", "other"])] == ["5"]
+    assert store.claim_dead_letters(["other"]) == []
+
+
+def test_consumer_log_lines_keep_the_newest_per_instance(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tideflow.runtime import store as store_module
+    from tideflow.runtime.model import ConsumerLogLine
+
+    monkeypatch.setattr(store_module, "CONSUMER_LOG_KEEP", 3)
+    for instance in ("w-1", "w-2"):
+        lines = [ConsumerLogLine(instance, T0, "INFO", f"{instance} line {n}") for n in range(5)]
+        store.record_consumer_logs("orders", "a", instance, lines[:2])
+        store.record_consumer_logs("orders", "a", instance, lines[2:])
+    mine = store.consumer_logs("orders", "a", instance_id="w-1")
+    assert [line.message for line in mine] == ["w-1 line 2", "w-1 line 3", "w-1 line 4"]
+    assert len(store.consumer_logs("orders", "a")) == 6
+    assert [line.message for line in store.consumer_logs(None, "a", limit=2)] == [
+        "w-2 line 3",
+        "w-2 line 4",
+    ]
+    assert store.consumer_logs("other", "a") == []
