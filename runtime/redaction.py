@@ -20,7 +20,7 @@ import os
 import threading
 import traceback
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final, TextIO, cast
 from urllib.parse import quote, quote_plus
 
 __all__ = [
@@ -28,10 +28,12 @@ __all__ = [
     "LOG_LEVELS_ENV",
     "REDACTED",
     "RedactingFilter",
+    "RedactingWriter",
     "Redactor",
     "configure",
     "install",
     "redact",
+    "redacting",
     "remember",
 ]
 
@@ -126,6 +128,30 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redactor(record.stack_info)
         return True
+
+
+class RedactingWriter:
+    """A text stream over `stream` that writes without the secret values this process
+    remembers: the stdout and stderr of a `tideflow worker`, where a handler's
+    `print` goes (its output under Kubernetes). Each `write` is redacted whole, as
+    `print` writes each of its arguments."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(_process_redactor(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...
+        return getattr(self.stream, name)
+
+
+def redacting(stream: TextIO) -> TextIO:
+    """`stream` behind a `RedactingWriter` (once)."""
+    if isinstance(stream, RedactingWriter):
+        return cast(TextIO, stream)
+    return cast(TextIO, RedactingWriter(stream))
 
 
 def install(handlers: Iterable[logging.Handler] | None = None) -> None:

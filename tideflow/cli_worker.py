@@ -80,6 +80,9 @@ def worker_command(
 
 
 def _configure_logging() -> None:
+    # a handler's print() is this instance's output too (a pod's log under Kubernetes)
+    sys.stdout = redaction.redacting(sys.stdout)
+    sys.stderr = redaction.redacting(sys.stderr)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()

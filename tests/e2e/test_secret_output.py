@@ -226,3 +226,72 @@ def test_no_secret_value_reaches_any_output_or_the_store(
             if path.name == "leaky.py":
                 continue
             assert value.encode() not in path.read_bytes(), f"{name} in {path.name}"
+
+
+WORKER_CODE = """
+import logging, os
+
+def handle(ctx, message):
+    secret = os.environ["WORKER_SECRET"]
+    print("handler prints", secret)
+    print(f"inside a line: {secret}!", flush=True)
+    logging.getLogger("kubernetes.client.rest").warning("response for %s", secret)
+    ctx.logger.info("handler logs %s", secret)
+    open("handled", "w").close()
+"""
+
+
+def test_a_worker_run_by_hand_prints_no_secret(tmp_path: Path) -> None:
+    """`tideflow worker` as Kubernetes runs it: its stdout and stderr are the output,
+    a handler's `print` included."""
+    secret = f"WORKER{uuid.uuid4().hex}"
+    (tmp_path / "by_hand.py").write_text(WORKER_CODE)
+    flow = tmp_path / "by_hand.flow"
+    flow.write_text(
+        textwrap.dedent("""
+        broker "main" { kind = "embedded" }
+        topic "orders" {}
+        consumer "workers" {
+          consumes = topic.orders
+          run      = "by_hand:handle"
+          env      = { WORKER_SECRET = secret("WORKER_SECRET") }
+        }
+    """)
+    )
+    env = {**os.environ, "WORKER_SECRET": secret, "TIDEFLOW_STATE": str(tmp_path / "state.db")}
+    publish = (
+        "import asyncio\n"
+        "from tideflow.cli import load_flow\n"
+        "from tideflow.plugins import OutgoingMessage\n"
+        "from tideflow.runtime.backends import open_topic_broker\n"
+        "async def main():\n"
+        f"    async with open_topic_broker(load_flow({str(flow)!r}), 'orders') as broker:\n"
+        "        await broker.ensure_topic('orders', ['workers'])\n"
+        "        await broker.publish('orders', [OutgoingMessage(b'{}')])\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", publish], cwd=tmp_path, env=env, check=True, timeout=60)
+    stdout, stderr = tmp_path / "worker.out", tmp_path / "worker.err"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tideflow", "worker", str(flow), "workers"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            wait_until((tmp_path / "handled").exists, 60, "the message was handled")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+    output = stdout.read_text() + stderr.read_text()
+    assert worker.returncode == 0, output
+    assert "handler prints [secret]" in output
+    assert "inside a line: [secret]!" in output
+    assert "response for [secret]" in output
+    assert "handler logs [secret]" in output
+    assert secret not in output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path.name
