@@ -297,6 +297,13 @@ async def _run_scheduler(
             utc(10, 25, 3),
             [utc(10, 25, h, m) for h in (0, 1) for m in (0, 20, 40)],
         ),
+        (
+            "America/New_York",
+            "14 * * * *",  # issue 16: not 03:00 and 03:14 EDT, fourteen minutes apart
+            utc(3, 8, 5, 20),
+            utc(3, 8, 8, 20),
+            [utc(3, 8, 6, 14), utc(3, 8, 7, 14), utc(3, 8, 8, 14)],
+        ),
     ],
 )
 async def test_the_scheduler_fires_exactly_these_instants(
