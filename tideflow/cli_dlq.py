@@ -47,7 +47,7 @@ def _consumer(flow: FlowIR, name: str) -> ConsumerNode:
     raise UsageProblem(f'flow "{flow.info.name}" has no consumer `{name}`{hint}')
 
 
-def _seconds(text: str) -> float:
+def _seconds(ctx: click.Context, param: click.Parameter, text: str) -> float:
     from tideflow.dsl.parser import parse_duration
 
     seconds = parse_duration(text)
@@ -62,6 +62,7 @@ def _timeout_option(func: click.decorators.FC) -> click.decorators.FC:
         default=DEFAULT_TIMEOUT,
         show_default=True,
         metavar="DURATION",
+        callback=_seconds,
         help="Longest time to spend reading the dead-letter topic.",
     )(func)
 
@@ -89,13 +90,13 @@ def dlq_command() -> None:
 @_timeout_option
 @_format_option
 def list_command(
-    file: str, consumer_name: str, limit: int, timeout: str, output_format: str
+    file: str, consumer_name: str, limit: int, timeout: float, output_format: str
 ) -> None:
     """Show the messages CONSUMER dead-lettered that were not replayed: where they came
     from, after how many failures, and the error. Changes nothing."""
     flow = load_flow(file)
     consumer = _consumer(flow, consumer_name)
-    letters = asyncio.run(_list(flow, consumer, limit, _seconds(timeout)))
+    letters = asyncio.run(_list(flow, consumer, limit, timeout))
     if output_format == "json":
         from tideflow.cli_runtime import emit_json
 
@@ -125,7 +126,7 @@ def list_command(
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter listed.")
 @_timeout_option
 def replay_command(
-    file: str, consumer_name: str, ids: Sequence[str], replay_all: bool, timeout: str
+    file: str, consumer_name: str, ids: Sequence[str], replay_all: bool, timeout: float
 ) -> None:
     """Publish dead-lettered messages of CONSUMER to its topic again, then remove them
     from the dead-letter topic (only once the publish succeeded)."""
@@ -133,7 +134,7 @@ def replay_command(
         raise UsageProblem("name the messages to replay with --id REF, or give --all")
     flow = load_flow(file)
     consumer = _consumer(flow, consumer_name)
-    replayed, topic = asyncio.run(_replay(flow, consumer, ids, _seconds(timeout)))
+    replayed, topic = asyncio.run(_replay(flow, consumer, ids, timeout))
     count = f"{replayed} message" + ("" if replayed == 1 else "s")
     click.echo(f'replayed {count} of consumer "{consumer.name}" to topic "{topic}"')
 

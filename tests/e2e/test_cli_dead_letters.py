@@ -160,3 +160,19 @@ def test_dlq_of_a_consumer_without_a_dead_letter_topic_or_unknown(tmp_path: Path
     assert code == 2 and "has no `dead_letter` topic" in output
     code, output = invoke("dlq", "list", str(flow), "worker")
     assert code == 2 and "did you mean `workers`?" in output
+
+
+def test_dlq_with_a_broker_that_cannot_be_reached_says_so(tmp_path: Path) -> None:
+    flow = tmp_path / "f.flow"
+    flow.write_text(
+        FLOW.replace(
+            'broker "b" { kind = "embedded"  path = "broker.db" }',
+            'broker "b" { kind = "nats"  servers = ["nats://127.0.0.1:1"]  timeout = 1s }',
+        )
+    )
+    code, output = invoke("dlq", "list", str(flow), "workers")
+    assert code == 1
+    assert 'error: cannot read dead-letter topic "dead": BackendError: could not connect' in output
+    assert "Traceback" not in output
+    code, output = invoke("dlq", "replay", str(flow), "workers", "--all", "--timeout", "2x")
+    assert code == 2 and "Invalid value for '--timeout'" in output
