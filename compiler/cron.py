@@ -132,7 +132,7 @@ def check_cron(expression: str) -> CronProblem | None:
                 word.end(),
             )
     if _expands(expression):
-        if _never_fires(parse_cron(expression)):
+        if _days_never_match(*(word.group() for word in words[2:5])):
             return CronProblem(
                 f"cron expression `{expression.strip()}` never fires: no day is both "
                 "one of its days of the month and one of its days of the week",
@@ -457,7 +457,11 @@ def parse_cron(expression: str) -> CronSpec:
     )
 
 
-def _never_fires(spec: CronSpec) -> bool:
+@cache
+def _days_never_match(days_of_month: str, months: str, days_of_week: str) -> bool:
+    """Whether no day in 28 years matches the day fields (cached apart from the
+    times of day: looking costs some 20 ms when nothing matches)."""
+    spec = parse_cron(f"0 0 {days_of_month} {months} {days_of_week}")
     return next(spec.walls_after(datetime(2001, 1, 1)), None) is None
 
 
