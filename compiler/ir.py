@@ -164,8 +164,8 @@ class ConsumerNode:
     group: str
     run: str
     description: str | None = None
-    batch_size: int = 100
-    max_in_flight: int = 100
+    batch_size: int = 10
+    max_in_flight: int = 10
     dead_letter: str | None = None
     max_failures: int = 5
     env: Mapping[str, TextValue] = field(default_factory=dict)

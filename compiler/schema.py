@@ -563,15 +563,15 @@ CONSUMER = BlockSchema(
         Field(
             "batch_size",
             IntType(minimum=1),
-            "Messages fetched at a time.",
-            default=100,
+            "Most messages one fetch asks for (never more than the free in-flight slots).",
+            default=10,
             example="500",
         ),
         Field(
             "max_in_flight",
             IntType(minimum=1),
-            "Messages being handled at once by one instance.",
-            default=100,
+            "Most messages one instance holds (fetched, not yet acknowledged) and handles at once.",
+            default=10,
             example="1000",
         ),
         Field(

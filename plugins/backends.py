@@ -376,6 +376,15 @@ class Broker(Backend):
         group), no sooner than `delay` seconds from now where the broker supports a
         delay."""
 
+    async def keep_membership(self, topic: str, group: str) -> None:
+        """Called instead of `consume`, about twice a second, while this consumer of
+        `group` holds as many messages as it may handle at once: stay a live member
+        of the group and take part in its rebalances (give up the partitions that
+        new members should own), without handing out messages, so that consumers
+        that join meanwhile get work. The default does nothing (right for a broker
+        whose consumers share one queue and have no membership to keep)."""
+        return None
+
     @abc.abstractmethod
     async def backlog(self, topic: str, group: str) -> BacklogReading:
         """The group's backlog on the topic, read now: messages not yet delivered

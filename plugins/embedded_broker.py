@@ -400,6 +400,36 @@ class EmbeddedBroker(Broker):
                 ):
                     break
 
+    async def keep_membership(self, topic: str, group: str) -> None:
+        """Renew this consumer's membership of the group and give up (or take)
+        partitions so that it owns its share, claiming nothing: a consumer whose
+        handlers are all busy does not call `consume`, and would otherwise keep
+        every partition it owns from members that joined meanwhile."""
+        node = self.topic(topic)
+
+        def work(conn: sqlite3.Connection) -> None:
+            partitions = self._topic_partitions(conn, node)
+            cursors = self._ensure_cursors(conn, topic, group, partitions, start="oldest")
+            live, _, _ = self._join(conn, topic, group, self._clock())
+            self._rebalance(conn, topic, group, cursors, live, partitions)
+
+        await self._call(work)
+
+    async def assigned_partitions(self, topic: str, group: str) -> list[int]:
+        """The partitions of `topic` this consumer owns in `group` now (a consumer
+        instance reports them with its heartbeats)."""
+        node = self.topic(topic)
+        me = self.member_id
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT part FROM cursors WHERE topic = ? AND grp = ? AND owner = ? ORDER BY part",
+                (node.name, group, me),
+            )
+            return [int(part) for (part,) in rows]
+
+        return await self._call(work, write=False)
+
     async def ack(self, messages: Sequence[Message]) -> None:
         receipts = self._check_receipts(messages)
         if not messages:

@@ -77,7 +77,12 @@ Rebalancing
     acknowledged and drops its state for those partitions (their in-flight and
     nacked messages go to the next owner, which redelivers them from the committed
     offset; later acks for them are ignored); lost partitions are dropped without a
-    commit.
+    commit. Rebalance callbacks run only within `poll`, so a member keeps polling
+    while its consumer is busy (it calls `keep_membership` instead of `consume`
+    when all its in-flight slots are taken), with the fetch of its partitions
+    paused while the prefetch buffer is full: a consumer that joins gets its
+    partitions within seconds, not after `max.poll.interval.ms`. (The price: an
+    instance whose handlers hang keeps its partitions until it is stopped.)
 
 Backlog (as KEDA's Kafka scaler counts lag)
     Per partition: the log-end offset (high watermark) minus the group's committed
@@ -150,11 +155,14 @@ POLL_SLICE: Final = 0.05
 #: has taken the buffer down to `REFILL_AT`, not after every call: each round of
 #: its loop also commits (a request to the cluster), and a refill started early
 #: is done before the buffer runs dry (the thread may wait for the GIL while the
-#: event loop is busy building messages).
+#: event loop is busy building messages). Above `REFILL_AT` it pauses its
+#: partitions and keeps polling, which serves rebalances: the buffer never keeps
+#: a partition from a member that joins (on revoke, its records are dropped).
 PREFETCH: Final = 4000
 REFILL_AT: Final = PREFETCH * 3 // 4
 #: A member polls its consumer (fetching, serving rebalances) only while `consume`
-#: is being called: until this long after the last call. Then it stops, as a plain
+#: is being called, or `keep_membership` (by a consumer whose in-flight slots are
+#: all taken): until this long after the last call. Then it stops, as a plain
 #: Kafka consumer whose application stops polling does, so that librdkafka's
 #: `max.poll.interval.ms` still removes a stuck worker from its group.
 IDLE_AFTER: Final = 1.0
@@ -502,7 +510,8 @@ class _Member:
         self.ledger_sent: dict[int, int] = {}  # partition -> first level's end
         self.ledger_writes: list[concurrent.futures.Future[Any]] = []  # the other levels
         self._space = threading.Event()  # the buffer has room again, or `consume` came
-        self._resting = False  # the thread waits on `_space` (the buffer is full, or no demand)
+        self._resting = False  # the thread waits on `_space` (no demand)
+        self._paused = False  # fetching is paused: the buffer is full
         self.last_demand = time.monotonic()  # the last `consume` call
         self._stopping = threading.Event()
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -522,11 +531,23 @@ class _Member:
                 with self.lock:
                     room = PREFETCH - len(self.fetched)
                     wanted = self.waiters or time.monotonic() - self.last_demand < IDLE_AFTER
-                    self._resting = len(self.fetched) > REFILL_AT or not wanted
+                    full = len(self.fetched) > REFILL_AT
+                    self._resting = not wanted
                     if self._resting:
                         self._space.clear()
                 if self._resting:
                     self._space.wait(POLL_SLICE)
+                    continue
+                if full or self._paused:
+                    # paused each round: a rebalance may have assigned more partitions
+                    self._pause(consumer, full)
+                if full:
+                    # serve the group (rebalances, revocations) without fetching more:
+                    # a member that stopped polling would keep its partitions from
+                    # members that join meanwhile
+                    record = consumer.poll(POLL_SLICE)
+                    if record is not None:  # fetched before the pause took effect
+                        self._buffer([record])
                     continue
                 first = consumer.poll(POLL_SLICE)
                 if first is not None:
@@ -545,6 +566,17 @@ class _Member:
             self.stopped.set_exception(exc)
         else:
             self.stopped.set_result(None)
+
+    def _pause(self, consumer: Any, pause: bool) -> None:
+        """Pause fetching the assigned partitions while the buffer is full, resume it
+        at `REFILL_AT` (librdkafka resumes after the last record it returned)."""
+        assigned = consumer.assignment()
+        if assigned:
+            if pause:
+                consumer.pause(assigned)
+            else:
+                consumer.resume(assigned)
+        self._paused = pause
 
     def _start(self) -> Any:
         broker = self.broker
@@ -756,6 +788,17 @@ class _Member:
             if self._resting and len(self.fetched) <= REFILL_AT:
                 self._space.set()
         return taken
+
+    def keep_polling(self) -> None:
+        """Count as demand: keep serving the group (see `KafkaBroker.keep_membership`)."""
+        with self.lock:
+            self.last_demand = time.monotonic()
+            if self._resting:
+                self._space.set()
+
+    def partitions(self) -> list[int]:
+        with self.lock:
+            return sorted(self.assignments)
 
     def wait_for_records(
         self, loop: asyncio.AbstractEventLoop
@@ -1163,6 +1206,20 @@ class KafkaBroker(Broker):
                     await waiter
             except TimeoutError:
                 pass
+
+    async def keep_membership(self, topic: str, group: str) -> None:
+        """Keep the member's thread polling (rebalance callbacks are served only
+        within `poll`) while the consumer, busy with what it holds, does not call
+        `consume`."""
+        self.topic(topic)
+        self._check_open()
+        self._member(topic, group).keep_polling()
+
+    def assigned_partitions(self, topic: str, group: str) -> list[int]:
+        """The partitions of `topic` assigned to this consumer of `group` now."""
+        with self._lock:
+            member = self._members.get((topic, group))
+        return [] if member is None else member.partitions()
 
     def _members_of(self, messages: Sequence[Message]) -> dict[_Member, list[Message]]:
         """Messages by the member that delivered them; `BackendError` for a message

@@ -1,11 +1,14 @@
 """One consumer instance: fetch from the broker, call the handler, acknowledge.
 
 `ConsumerInstance.run()` is what `tideflow worker FILE CONSUMER` runs. It joins the
-consumer's group, fetches in batches of `batch_size` while fewer than
-`max_in_flight` messages are held, and calls the handler `handler(ctx, message)`
-for each: a coroutine function is awaited on the event loop, any other callable
-runs in a thread pool. Messages of one partition may be handled concurrently; set
-`max_in_flight = 1` where their order matters.
+consumer's group, fetches at most `batch_size` messages at a time and never more
+than its free slots (it holds at most `max_in_flight`, so that the rest of a
+backlog stays with the broker for other instances; while every slot is taken it
+calls `broker.keep_membership`, so that instances that join get partitions), and
+calls the handler `handler(ctx, message)` for each: a coroutine function is
+awaited on the event loop, any other callable runs in a thread pool. Messages of
+one partition may be handled concurrently; set `max_in_flight = 1` where their
+order matters.
 
 Delivery is at least once. A message is acknowledged after its handler returned
 and after what the handler published (`ctx.publish`) was accepted by the broker;
@@ -659,9 +662,15 @@ class ConsumerInstance:
         while not self._stop.is_set():
             free = self.consumer.max_in_flight - len(self._held)
             if free <= 0:
+                # Hold no more than the slots: what is not fetched stays for other
+                # instances. Meanwhile stay in the group, so that a rebalance can
+                # give instances that join some of this one's partitions.
                 self._wake.clear()
                 if self.consumer.max_in_flight - len(self._held) <= 0:
-                    await self._wake.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), FETCH_WAIT)
+                    if not self._wake.is_set():
+                        await self._keep_membership(topic, group)
                 continue
             try:
                 batch = await self.broker.consume(
@@ -693,6 +702,14 @@ class ConsumerInstance:
                 task = asyncio.create_task(self._handle(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _keep_membership(self, topic: str, group: str) -> None:
+        try:
+            await self.broker.keep_membership(topic, group)
+        except BackendClosedError:
+            raise
+        except Exception as exc:  # the next fetch reports a broker that fails
+            log.debug("instance %s: keep_membership failed: %s", self.instance_id, exc)
 
     async def _handle(self, message: Message) -> None:
         context = ConsumerContext(

@@ -227,7 +227,7 @@ def test_topic_defaults_and_implied_broker(ir: FlowIR) -> None:
 def test_consumer_group_and_scale(ir: FlowIR) -> None:
     workers, dlq = ir.consumers["order_workers"], ir.consumers["dlq"]
     assert (workers.group, dlq.group) == ("order_workers", "dlq-readers")
-    assert (workers.dead_letter, workers.batch_size, workers.max_failures) == ("orders_dlq", 100, 5)
+    assert (workers.dead_letter, workers.batch_size, workers.max_failures) == ("orders_dlq", 10, 5)
     assert dlq.scale is None
     assert workers.scale == ScaleRule(
         max=12,

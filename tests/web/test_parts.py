@@ -28,7 +28,9 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LISBON = zoneinfo.ZoneInfo("Europe/Lisbon")
 
 
-def instance(name: str, partitions: tuple[int, ...]) -> InstanceRow:
+def instance(
+    name: str, partitions: tuple[int, ...], *, in_flight: int = 0, rate: float = 0.0
+) -> InstanceRow:
     return InstanceRow(
         id=name,
         flow="f",
@@ -38,7 +40,9 @@ def instance(name: str, partitions: tuple[int, ...]) -> InstanceRow:
         started_at=NOW,
         heartbeat_at=NOW,
         stopped_at=None,
-        stats=InstanceStats(status=InstanceStatus.RUNNING, partitions=partitions),
+        stats=InstanceStats(
+            status=InstanceStatus.RUNNING, partitions=partitions, in_flight=in_flight, rate=rate
+        ),
     )
 
 
@@ -66,6 +70,41 @@ def test_too_little_backlog_gives_no_verdict() -> None:
     assert assess_balance({0: 3, 1: 0}, [], 100).balanced is None
     assert assess_balance({}, [], 100).summary == "no per-partition backlog reported yet"
     assert assess_balance({0: 999}, [], 100).summary == "one partition: nothing to balance"
+
+
+def test_even_partitions_with_an_idle_instance_and_a_backlog_are_unbalanced() -> None:
+    alive = [
+        instance("a", (0,), in_flight=10, rate=1.0),
+        instance("b", (1,), in_flight=10),
+        instance("c", (2,)),  # waits for what "a" took of partition 2 before it joined
+    ]
+    verdict = assess_balance({0: 300, 1: 300, 2: 300}, alive, 100)
+    assert verdict.balanced is False
+    assert "1 of 3 live instances handle nothing while 900 messages wait" in verdict.summary
+
+
+def test_one_partition_with_idle_instances_and_a_backlog_is_unbalanced() -> None:
+    # issue 11: one NATS instance held the whole backlog, the page said "nothing to balance"
+    alive = [instance("a", (), in_flight=54, rate=2.0), instance("b", ()), instance("c", ())]
+    verdict = assess_balance({0: 54}, alive, 20)
+    assert verdict.balanced is False
+    assert verdict.summary.startswith(
+        "unbalanced: 2 of 3 live instances handle nothing while 54 messages wait"
+    )
+
+
+def test_one_partition_shared_by_every_instance_is_balanced() -> None:
+    alive = [instance(name, (), in_flight=10, rate=1.0) for name in "abc"]
+    verdict = assess_balance({0: 30}, alive, 20)
+    assert verdict.balanced is True
+    assert verdict.summary == "balanced: all 3 live instances are handling messages"
+
+
+def test_one_partition_without_backlog_or_work_gives_no_verdict() -> None:
+    alive = [instance("a", ()), instance("b", ())]
+    assert assess_balance({0: 0}, alive, 20).balanced is None
+    busy_one = [instance("a", (), in_flight=1), instance("b", ())]
+    assert assess_balance({0: 0}, busy_one, 20).balanced is None
 
 
 @pytest.mark.parametrize(

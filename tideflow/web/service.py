@@ -786,19 +786,62 @@ def _decision(row: ScaleDecisionRow) -> DecisionInfo:
     )
 
 
+def _assess_shared_queue(backlog: int, alive: Sequence[InstanceRow]) -> Balance:
+    """One partition (a NATS durable, a one-partition topic) read by several live
+    instances: the work is shared when every instance holds or handles messages.
+    An instance that holds the whole backlog leaves the others idle while messages
+    wait."""
+    working = [r for r in alive if r.stats.in_flight > 0 or r.stats.rate > 0]
+    idle = len(alive) - len(working)
+    if backlog == 0 and not working:
+        return Balance(balanced=None, summary="no backlog: nothing to share", skew=None)
+    if not working:
+        summary = f"none of {len(alive)} live instances is handling messages"
+        return Balance(balanced=None, summary=f"{summary} ({backlog:,} waiting)", skew=None)
+    if idle and backlog > 0:
+        return Balance(
+            balanced=False,
+            summary=(
+                f"unbalanced: {idle} of {len(alive)} live instances handle nothing while "
+                f"{backlog:,} messages wait (an instance holds at most `max_in_flight`)"
+            ),
+            skew=None,
+        )
+    if idle:
+        summary = f"{len(working)} of {len(alive)} live instances are busy; no backlog waits"
+        return Balance(balanced=None, summary=summary, skew=None)
+    return Balance(
+        balanced=True,
+        summary=f"balanced: all {len(alive)} live instances are handling messages",
+        skew=None,
+    )
+
+
 def assess_balance(
     per_partition: Mapping[int, int],
     alive: Sequence[InstanceRow],
     lag_per_instance: int | None,
 ) -> Balance:
     """Whether the backlog is spread evenly over the partitions, and whether every live
-    instance holds some; `skew` is the largest partition's backlog over the mean."""
+    instance holds some; `skew` is the largest partition's backlog over the mean.
+    With one partition and several live instances, whether every one of them works."""
     idle = [r.id for r in alive if not r.stats.partitions]
     busy = [r for r in alive if r.stats.partitions]
     idle_note = ""
     if idle and busy:
         idle_note = f"; {len(idle)} of {len(alive)} live instances hold no partition"
+    elif sum(per_partition.values()) > 0:
+        # partitions spread evenly, yet one instance may hold the messages of several
+        # (taken before the others joined) while the others wait for them
+        waiting = [r for r in alive if r.stats.in_flight == 0 and r.stats.rate == 0]
+        if waiting and len(waiting) < len(alive):
+            idle_note = (
+                f"; {len(waiting)} of {len(alive)} live instances handle nothing while "
+                f"{sum(per_partition.values()):,} messages wait"
+            )
     if len(per_partition) < 2:
+        if per_partition and len(alive) >= 2:
+            return _assess_shared_queue(sum(per_partition.values()), alive)
         text = (
             "one partition: nothing to balance"
             if per_partition
