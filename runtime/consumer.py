@@ -23,7 +23,8 @@ Stopping (`request_stop()`, SIGTERM or SIGINT, or the process that started the
 instance going away): fetching stops, the messages held are finished and
 acknowledged, the broker is closed. Whatever is not finished within the drain
 budget (`drain_timeout` minus a margin for closing) is handed back to the broker
-for another instance. A second signal exits at once.
+for another instance. A SIGINT during the drain exits at once; a SIGTERM again
+does not (one stop may deliver it twice; SIGKILL is the way to insist).
 
 Every `HEARTBEAT_INTERVAL` the instance writes its numbers to the state store
 (`Store.instance_heartbeat`): handled, failed, dead-lettered, in flight, rate,
@@ -530,8 +531,8 @@ class ConsumerInstance:
         """Consume until stopped; returns how it ended (never raises for the broker's,
         the store's or the handler's failures, which are logged and counted).
 
-        With `handle_signals`, SIGTERM and SIGINT stop it (draining), and a second one
-        ends the process at once."""
+        With `handle_signals`, SIGTERM and SIGINT stop it (draining); a SIGINT after
+        that ends the process at once, a SIGTERM again does not."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -627,11 +628,24 @@ class ConsumerInstance:
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
-        if self._signals > 1:
-            log.warning("instance %s: second %s, exiting at once", self.instance_id, name)
+        if self._signals == 1:
+            self.request_stop(f"received {name}")
+        elif signum == signal.SIGINT:  # Ctrl-C again: the person at the terminal means now
+            log.warning("instance %s: SIGINT while stopping, exiting at once", self.instance_id)
             logging.shutdown()
             os._exit(128 + signum)
-        self.request_stop(f"received {name}")
+        else:
+            # One stop often brings its SIGTERM twice (to the process and to its
+            # group, from `timeout`, an init that forwards, the parent-death signal);
+            # process managers follow up with SIGKILL when their patience ends.
+            log.info(
+                "instance %s: %s again, still draining (%d message(s) in flight, at most "
+                "%gs); SIGINT or SIGKILL stops at once",
+                self.instance_id,
+                name,
+                len(self._held),
+                self.drain_timeout,
+            )
 
     def _watch_lifeline(self, loop: asyncio.AbstractEventLoop) -> None:
         fd = self._lifeline_fd

@@ -2,7 +2,8 @@
 
 This is what the `local` scaler starts (one OS process per instance) and what a
 container runs under Kubernetes. The instance consumes until SIGTERM or SIGINT,
-then drains (see `tideflow.runtime.consumer`); a second signal exits at once.
+then drains (see `tideflow.runtime.consumer`); a SIGINT during the drain exits at
+once (a repeated SIGTERM does not: one stop may deliver it twice).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def worker_command(
     It fetches messages in batches, calls the consumer's handler for each,
     acknowledges after success, and dead-letters a message after `max_failures`
     failures. On SIGTERM it stops fetching, finishes what it holds and exits
-    within the `drain_timeout`; a second signal exits at once.
+    within the `drain_timeout`; Ctrl-C (SIGINT) during the drain exits at once.
 
     Exit status: 0 stopped after draining, 1 configuration problem, 2 usage,
     3 the instance failed, 4 the drain ran out of time.

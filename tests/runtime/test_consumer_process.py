@@ -1,5 +1,6 @@
 """`tideflow worker FILE CONSUMER` as a real process: configuration problems and their
-exit statuses, SIGTERM mid-batch (drain, exit 0, nothing lost), a second signal,
+exit statuses, SIGTERM mid-batch (drain, exit 0, nothing lost), a SIGTERM again
+(still draining) and a SIGINT while draining (exit at once),
 SIGKILL mid-batch (another instance gets the messages), and its rows in the state
 store. The handler is a module written next to the flow file; it records `start ID`
 and `done ID` lines in a file per instance."""
@@ -254,18 +255,35 @@ def test_sigterm_mid_batch_drains_acknowledges_and_exits_0(work: Workspace) -> N
     assert sorted(done + work.lines("w-rest", "done")) == list(range(40))
 
 
-def test_a_second_signal_exits_at_once(work: Workspace) -> None:
+def test_sigint_while_draining_exits_at_once(work: Workspace) -> None:
     flow = work.write_flow(sleep=60, drain="60s")
     publish(flow, 1)
     worker = work.worker("w-twice")
     wait_for(lambda: work.lines("w-twice", "start") == [0], what="the handler to start")
     worker.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining" in work.output("w-twice"), what="draining")
-    began = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(15) == 128 + signal.SIGINT
+    assert "SIGINT while stopping, exiting at once" in work.output("w-twice")
+    assert work.lines("w-twice", "done") == []
+
+
+def test_a_repeated_sigterm_still_drains(work: Workspace) -> None:
+    """Issue 11: one stop can deliver SIGTERM twice (to the process and to its
+    group); the instance must drain, not exit at once."""
+    flow = work.write_flow(sleep=5, drain="60s")
+    publish(flow, 1)
+    worker = work.worker("w-again")
+    wait_for(lambda: work.lines("w-again", "start") == [0], what="the handler to start")
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(5) == 128 + signal.SIGTERM
-    assert time.monotonic() - began < 3
-    assert "second SIGTERM, exiting at once" in work.output("w-twice")
+    wait_for(lambda: "draining" in work.output("w-again"), what="draining")
+    worker.send_signal(signal.SIGTERM)  # the same stop, delivered a second time
+    assert worker.wait(30) == 0, work.output("w-again")
+    assert work.lines("w-again", "done") == [0], "what was in flight was finished"
+    output = work.output("w-again")
+    assert "draining (received SIGTERM)" in output
+    assert "SIGTERM again, still draining" in output
+    assert backlog(flow) == 0
 
 
 def test_sigkill_mid_batch_loses_nothing(work: Workspace) -> None:
