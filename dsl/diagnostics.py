@@ -1,7 +1,8 @@
 """Diagnostics: what the parser and the compiler tell a user about a `.flow` file.
 
 Every stage *collects* diagnostics instead of raising on the first problem.
-Codes: E1xx syntax and files, E2xx names and types, E3xx graph, W4xx warnings.
+Codes: E1xx syntax and files, E2xx names and types, E3xx graph, W4xx warnings,
+E5xx the flow's Python code (found only by the import check).
 Each code is listed in `CODES` with a one-line title; `docs/language.md` explains
 each with an example, and a test fails when a code lacks a test or a docs entry.
 """
@@ -90,6 +91,10 @@ CODES: dict[str, str] = {
     "E217": "conflicting attributes",
     # graph
     "E301": "dependency cycle",
+    # the flow's Python code (`lint --check-imports`, `run`)
+    "E501": "function's module cannot be imported",
+    "E502": "function not found",
+    "E503": "function cannot be called as the runtime calls it",
     # warnings
     "W401": "schedule fires in a daylight-saving gap",
     "W402": "schedule fires in a daylight-saving overlap",

@@ -21,6 +21,7 @@ and exit_code (for `sys.exit` with a non-zero code, else None).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import json
 import logging
@@ -157,6 +158,56 @@ class _Publishers:
         return publisher_for
 
 
+class JobFunctionError(Exception):
+    """A job's `run` names nothing the worker can call as a job; the message says why
+    (as a consumer's `HandlerError` does for a handler)."""
+
+
+def load_job(target: str) -> Callable[..., Any]:
+    """The job function `module:function`; JobFunctionError for a module that does not
+    exist, a missing attribute, or a function that takes neither `ctx` nor nothing.
+    An exception raised by the module's own code while importing it goes through."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise JobFunctionError(f"expected `module:function`, got `{target}`")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise  # the job's module imports something that is not installed
+        raise JobFunctionError(
+            f"cannot import `{target}`: there is no module `{missing}` "
+            "(`tideflow lint --check-imports` finds this before a run)"
+        ) from None
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise JobFunctionError(
+                f"cannot load `{target}`: `{module_name}` has no `{attribute}`"
+            ) from None
+    if not callable(found):
+        raise JobFunctionError(f"`{target}` is not a function")
+    try:
+        signature = inspect.signature(found)
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return found  # type: ignore[no-any-return]
+    if not _binds(signature, (None,)) and not _binds(signature, ()):
+        raise JobFunctionError(
+            f"`{target}` must take one argument, `ctx` (or none); it takes `{signature}`"
+        )
+    return found  # type: ignore[no-any-return]
+
+
+def _binds(signature: inspect.Signature, arguments: tuple[Any, ...]) -> bool:
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        return False
+    return True
+
+
 _TAKES_CONTEXT: dict[Callable[..., Any], bool] = {}
 
 
@@ -214,7 +265,7 @@ def run_attempt(
     )
     reply: dict[str, Any] = {"ok": True, "error": None, "exit_code": None}
     try:
-        function = load_object(request["target"])
+        function = load_job(request["target"])
         result = function(context) if _takes_context(function) else function()
         if inspect.isawaitable(result):
             import asyncio  # only async jobs pay for it

@@ -13,8 +13,10 @@ in the page, then read the diff.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -376,6 +378,7 @@ class Example:
     root: str  # the file `tideflow lint` is given
     printed: str  # what the page says it prints
     plugin: str | None  # Python source of lint rules, for the codes only a plugin triggers
+    check_imports: bool = False  # `tideflow lint --check-imports FILE` (E5xx)
 
     def rules(self) -> list[Any]:
         """An instance of each lint rule class the example's plugin source defines."""
@@ -402,11 +405,20 @@ def read_example(code: str, found: Section) -> Example:
     consoles = [f for f in found.fences if f.info == "console"]
     assert len(consoles) == 1, f"docs/language.md, {code}: expected one ```console block"
     command, _, printed = consoles[0].text.partition("\n")
-    match = re.fullmatch(r"\$ tideflow lint (\S+)", command)
+    match = re.fullmatch(r"\$ tideflow lint (--check-imports )?(\S+)", command)
     assert match, f"docs/language.md, {code}: the console block must start `$ tideflow lint FILE`"
-    plugins = [f.text for f in found.fences if f.info == "python"]
+    plugins: list[str] = []
+    for fence in found.fences:
+        if fence.info != "python":
+            continue
+        # `# etl/tasks.py` alone on the first line: a module of the flow's, written beside it
+        module = re.match(r"# ([\w./-]+\.py)\n", fence.text)
+        if module:
+            files[module.group(1)] = fence.text.encode("utf-8")
+        else:
+            plugins.append(fence.text)
     plugin = plugins[0] if plugins else None
-    return Example(code, files, match.group(1), printed, plugin)
+    return Example(code, files, match.group(2), printed, plugin, bool(match.group(1)))
 
 
 def lint_output(example: Example, where: Path) -> tuple[list[str], str]:
@@ -430,9 +442,30 @@ def lint_output(example: Example, where: Path) -> tuple[list[str], str]:
     codes = [d.code for d in result.diagnostics]
     if example.plugin is not None:
         return codes, render_text(result.diagnostics, result.sources, paths=[example.root])
-    run = CliRunner().invoke(main, ["lint", example.root], env={"NO_COLOR": "1"})
+    if not example.check_imports:
+        run = CliRunner().invoke(main, ["lint", example.root], env={"NO_COLOR": "1"})
+        assert run.exception is None or isinstance(run.exception, SystemExit), run.exception
+        return codes, run.output
+    with _imports_forgotten(where):
+        run = CliRunner().invoke(
+            main, ["lint", "--check-imports", example.root], env={"NO_COLOR": "1"}
+        )
     assert run.exception is None or isinstance(run.exception, SystemExit), run.exception
-    return codes, run.output
+    return codes + re.findall(r"^error\[(E5\d\d)\]", run.output, re.MULTILINE), run.output
+
+
+@contextlib.contextmanager
+def _imports_forgotten(folder: Path) -> Iterator[None]:
+    """The examples' modules (`etl.tasks`, ...) are imported from `folder`: forget them
+    after, so that the next example's module of the same name is imported afresh."""
+    saved_path = list(sys.path)
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
 
 
 def same_output(shown: str, printed: str) -> bool:

@@ -11,6 +11,7 @@ Commands that live elsewhere are added with `main.add_command(...)`, or listed i
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import importlib
@@ -331,28 +332,39 @@ def _write_output(path: str, data: bytes) -> None:
         raise UsageProblem(f"cannot write `{path}`: {_reason(exc)}") from exc
 
 
-def _compile(path: str) -> CompileResult:
+def _compile(path: str, *, check_imports: bool = False) -> CompileResult:
     """The one place flows are compiled: against the installed plugins' backends, with
-    their lint rules. A plugin that failed to load is reported once, as a warning."""
+    their lint rules. A plugin that failed to load is reported once, as a warning.
+    `check_imports` adds the import check (E501-E503) of a flow that compiled."""
     from tideflow.compiler import compile_flow
     from tideflow.plugins import installed_plugins
 
     plugins = installed_plugins()
     _warn_plugin_problems(tuple(str(problem) for problem in plugins.problems))
-    return compile_flow(
+    result = compile_flow(
         path,
         catalog=plugins.catalog,
         rules=plugins.lint_rules,
         include_root=_settings().include_root,
     )
+    if not check_imports or result.ir is None:
+        return result
+    from tideflow.compiler.imports import check_imports as imports_of
+
+    found = imports_of(result.ir, result.files)
+    if not found:
+        return result
+    diagnostics = tuple(sorted((*result.diagnostics, *found), key=lambda d: d.sort_key()))
+    return dataclasses.replace(result, diagnostics=diagnostics, ir=None)
 
 
-def load_flow(file: str, *, warnings: bool = False) -> FlowIR:
+def load_flow(file: str, *, warnings: bool = False, check_imports: bool = False) -> FlowIR:
     """Compile FILE for a command that uses it (run, worker, trigger, ...): errors go to
     stderr and exit 1, a missing or unreadable file exits 2. Warnings are shown only
     with `warnings` (`run`, once at start): `lint` is where they belong, and repeating
-    them in every status or trigger buries the command's own output."""
-    result = _compile(_single_input(file))
+    them in every status or trigger buries the command's own output. With
+    `check_imports`, the flow's Python functions are imported and checked too."""
+    result = _compile(_single_input(file), check_imports=check_imports)
     shown = result.diagnostics if warnings else result.errors
     _show_diagnostics(shown, result.sources, [file], _stderr())
     if result.ir is None or result.errors:
@@ -405,6 +417,12 @@ def compile_command(file: str, output: str | None) -> None:
 )
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option(
+    "--check-imports",
+    is_flag=True,
+    help="Also import each job's and consumer's `run` function and check how it is "
+    "called (runs the flow's Python modules; `run` does it by default).",
+)
+@click.option(
     "--max-errors",
     type=click.IntRange(min=0),
     default=200,
@@ -412,7 +430,9 @@ def compile_command(file: str, output: str | None) -> None:
     help="Show at most N diagnostics per file (errors and warnings; 0: all). "
     "The summary counts them all.",
 )
-def lint_command(files: tuple[str, ...], output_format: str, strict: bool, max_errors: int) -> None:
+def lint_command(
+    files: tuple[str, ...], output_format: str, strict: bool, check_imports: bool, max_errors: int
+) -> None:
     """Check flows and report every problem.
 
     A folder stands for the .flow files in it. Several files make one report.
@@ -425,7 +445,7 @@ def lint_command(files: tuple[str, ...], output_format: str, strict: bool, max_e
     diagnostics: dict[Diagnostic, None] = {}  # a shared include is reported once
     sources: dict[str, str] = {}
     for path in inputs.paths:
-        result = _compile(path)
+        result = _compile(path, check_imports=check_imports)
         diagnostics.update(dict.fromkeys(result.diagnostics))
         sources.update(result.sources)
     found = list(diagnostics)

@@ -88,6 +88,13 @@ def describe_schedule(job: JobNode) -> str:
 )
 @click.option("--duration", "run_for", help="Stop by itself after this long (e.g. 60s).")
 @click.option("--live/--no-live", default=None, help="Live view (default: on a terminal).")
+@click.option(
+    "--check-imports/--no-check-imports",
+    default=True,
+    show_default=True,
+    help="Before anything fires, import each job's and consumer's `run` function and "
+    "check how it is called (as `lint --check-imports` does).",
+)
 @click.option("--ui", is_flag=True, help="Serve the dashboard beside the orchestrator.")
 @click.option("--ui-host", default="127.0.0.1", show_default=True, help="Dashboard address.")
 @click.option("--ui-port", type=click.IntRange(0, 65535), default=8765, show_default=True)
@@ -102,6 +109,7 @@ def run_command(
     grace: str,
     run_for: str | None,
     live: bool | None,
+    check_imports: bool,
     ui: bool,
     ui_host: str,
     ui_port: int,
@@ -113,7 +121,7 @@ def run_command(
     --grace to finish, then are killed and recorded as interrupted. A second
     signal stops at once.
     """
-    flows = [load_flow(file, warnings=True) for file in files]
+    flows = [load_flow(file, warnings=True, check_imports=check_imports) for file in files]
     flow_secret_values(flows)  # remembered: from now on, no log line shows one
     grace_seconds = parse_seconds(grace)
     stop_after = parse_seconds(run_for) if run_for else None

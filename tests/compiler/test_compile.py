@@ -64,7 +64,7 @@ COMPILER_SOURCES = [
     HERE.parents[1] / "dsl" / "loader.py",
     *(
         HERE.parents[1] / "compiler" / f"{name}.py"
-        for name in ("__init__", "checks", "cron", "build", "irjson", "rules")
+        for name in ("__init__", "checks", "cron", "build", "irjson", "rules", "imports")
     ),
 ]
 

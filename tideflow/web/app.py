@@ -70,9 +70,10 @@ def create_app(
     then leaves open).
 
     `token`: required on every request when given. `timezone`: the zone pages show
-    times in (default: the server's). `refresh_seconds`: how often the overview
-    and consumers pages reload (None: never). `allowed_hosts`: Host header values
-    accepted (default: the loopback names when there is no token, anything otherwise).
+    times in (default: the server's; the upcoming page then uses the schedules' zone).
+    `refresh_seconds`: how often the overview and consumers pages reload (None: never).
+    `allowed_hosts`: Host header values accepted (default: the loopback names when
+    there is no token, anything otherwise).
     Raises StoreError when the store cannot be opened, ValueError for an unknown zone.
     """
     zone_name = timezone or local_zone_name()
@@ -89,6 +90,7 @@ def create_app(
         scheduler_stale_seconds=scheduler_stale_seconds,
         now=now,
         graphs=GraphCache(),
+        schedule_zones=timezone is None,
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(

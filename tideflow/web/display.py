@@ -100,6 +100,10 @@ class Display:
             return f"{local:%a} {local.day} {local:%b %H:%M}"
         return local.strftime("%Y-%m-%d %H:%M")
 
+    def clock(self, moment: datetime | None) -> str:
+        """`14:03`; empty for none."""
+        return self.local(moment).strftime("%H:%M") if moment else ""
+
     def ago(self, moment: datetime | None) -> str:
         if moment is None:
             return ""
@@ -115,7 +119,7 @@ class Display:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
             "when": self.when,
-            "clock": lambda moment: self.local(moment).strftime("%H:%M") if moment else "",
+            "clock": self.clock,
             "ago": self.ago,
             "full_time": self.full,
             "duration": duration,

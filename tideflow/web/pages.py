@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from importlib import resources
 from typing import Annotated, Any, Final
 from urllib.parse import quote
@@ -138,6 +138,9 @@ def upcoming_page(
     month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
 ) -> Response:
     display: Display = request.app.state.display
+    zone_name = _zone_key(board.upcoming_zone(flow))
+    if zone_name != display.zone_name:  # the schedules' wall clock, not the server's
+        display = Display(zone_name, board.now)
     now = board.now()
     today = display.local(now).date()
     first = today.replace(day=1)
@@ -184,7 +187,13 @@ def upcoming_page(
         following=following.strftime("%Y-%m"),
         flow=flow,
         flows=board.flow_names(),
+        shown=display,
+        zone_name=display.zone_name,  # the footer's "Times in ..."
     )
+
+
+def _zone_key(zone: tzinfo) -> str:
+    return getattr(zone, "key", None) or str(zone)
 
 
 @router.get("/consumers")

@@ -151,9 +151,13 @@ class Dashboard:
         scheduler_stale_seconds: float = 30.0,
         now: Callable[[], datetime] = utcnow,
         graphs: GraphCache | None = None,
+        schedule_zones: bool = False,
     ) -> None:
         self.store = store
         self.zone = zone
+        # no zone chosen by the operator: count upcoming days on the schedules' wall
+        # clock, so a 22:00 New York run on Dec 31 is a Dec 31 run wherever the server is
+        self.schedule_zones = schedule_zones
         self.instance_alive_seconds = instance_alive_seconds
         self.scheduler_stale_seconds = scheduler_stale_seconds
         self.now = now
@@ -441,23 +445,21 @@ class Dashboard:
         limit: int = 200,
     ) -> Upcoming:
         """Scheduled instants in [start, until]: by default from now to the end of the
-        month (in the display zone); `limit` bounds the list of single instants."""
+        month (in `upcoming_zone(flow)`, where days are counted too); `limit` bounds
+        the list of single instants."""
+        zone = self.upcoming_zone(flow)
         start = (start or self.now()).astimezone(UTC)
-        until = (until or end_of_month(start, self.zone)).astimezone(UTC)
+        until = (until or end_of_month(start, zone)).astimezone(UTC)
         if until < start:
             raise InvalidRequestError("`until` is before `start`")
         if until - start > timedelta(days=MAX_UPCOMING_DAYS):
             raise InvalidRequestError(f"the window is longer than {MAX_UPCOMING_DAYS} days")
-        records = [self._record(flow)] if flow is not None else self.store.flows()
-        schedules: list[tuple[str, str, Schedule]] = []
-        for record in records:
-            ir = self._load(record).ir
-            if ir is None:
-                continue
-            for job in sorted(ir.jobs.values(), key=lambda j: j.name):
-                if job.schedule is not None and _valid(job.schedule, start):
-                    schedules.append((record.name, job.name, job.schedule))
-        days = _day_windows(start, until, self.zone)
+        schedules = [
+            (name, job, schedule)
+            for name, job, schedule in self._schedules(flow)
+            if _valid(schedule, start)
+        ]
+        days = _day_windows(start, until, zone)
         jobs: list[UpcomingJob] = []
         per_day: dict[date, list[UpcomingDayEntry]] = {}
         for flow_name, job_name, schedule in schedules:
@@ -499,7 +501,7 @@ class Dashboard:
         return Upcoming(
             start=start,
             until=until,
-            timezone=_zone_name(self.zone),
+            timezone=_zone_name(zone),
             jobs=jobs,
             instants=[UpcomingInstant(at=at, flow=f, job=j) for at, f, j in listed[:limit]],
             truncated=len(listed) > limit,
@@ -508,6 +510,35 @@ class Dashboard:
                 for day, entries in sorted(per_day.items())
             ],
         )
+
+    def upcoming_zone(self, flow: str | None = None) -> tzinfo:
+        """The zone upcoming days are counted and shown in: the display zone when the
+        operator chose one (`serve --timezone`); else the one zone all the schedules
+        shown (the flow's, or every flow's) fire in, else the flow's own zone, else the
+        display zone."""
+        if not self.schedule_zones:
+            return self.zone
+        names = {schedule.timezone for _, _, schedule in self._schedules(flow)}
+        if len(names) == 1:
+            return _zone(names.pop())
+        if flow is not None:
+            ir = self._load(self._record(flow)).ir
+            if ir is not None:
+                return _zone(ir.info.timezone)
+        return self.zone
+
+    def _schedules(self, flow: str | None) -> list[tuple[str, str, Schedule]]:
+        """(flow, job, schedule) of every scheduled job of `flow`, or of every flow."""
+        records = [self._record(flow)] if flow is not None else self.store.flows()
+        found: list[tuple[str, str, Schedule]] = []
+        for record in records:
+            ir = self._load(record).ir
+            if ir is None:
+                continue
+            for job in sorted(ir.jobs.values(), key=lambda j: j.name):
+                if job.schedule is not None:
+                    found.append((record.name, job.name, job.schedule))
+        return found
 
     # --- consumers ---------------------------------------------------------------------
 
@@ -964,7 +995,11 @@ def _same_every_day(schedule: Schedule) -> bool:
 
 
 def _schedule_zone(schedule: Schedule) -> tzinfo:
-    return UTC if schedule.timezone == "UTC" else zoneinfo.ZoneInfo(schedule.timezone)
+    return _zone(schedule.timezone)
+
+
+def _zone(name: str) -> tzinfo:
+    return UTC if name == "UTC" else zoneinfo.ZoneInfo(name)
 
 
 def _last_before(schedule: Schedule, until: datetime, first: datetime) -> datetime:
