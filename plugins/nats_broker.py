@@ -84,7 +84,8 @@ Connection and outages
     `timeout`. Acknowledgements sent during an outage are buffered and reach the
     server after the reconnect; if they never do, the messages are delivered
     again after `ack_wait` (at least once, never lost). The first connection
-    attempt also gives up after `timeout`. While JetStream does not answer (a
+    attempt also gives up after `timeout` ("could not connect"; only a connection
+    that was up is logged as "disconnected, reconnecting"). While JetStream does not answer (a
     server starting or stopping) `consume` tries again until its `wait` is over.
     A stream or durable that a restart lost (memory storage) is made again by the
     next `publish` or `consume`.
@@ -356,9 +357,11 @@ class NatsBroker(Broker):
             level = logging.WARNING if self._connected.is_set() else logging.DEBUG
             log.log(level, "%s: %s", self._label, _describe(error))
 
+        established = False  # nats-py reports a failed first connection as a disconnect
+
         async def on_disconnected() -> None:
             self._connected.clear()
-            if not self._closed:
+            if not self._closed and established:
                 log.warning("%s: disconnected, reconnecting", self._label)
 
         async def on_reconnected() -> None:
@@ -398,6 +401,7 @@ class NatsBroker(Broker):
                     f"could not connect to the nats servers: {_describe(error)}"
                 ) from error
             raise
+        established = True
         return client
 
     @contextlib.contextmanager
