@@ -132,9 +132,10 @@ def lint(path: Path) -> Cost:
 
 
 def growth(small: float, large: float, size_small: float, size_large: float) -> float:
-    if small <= 0:
-        return float("nan")
-    return (large / small) ** (1 / math.log2(size_large / size_small))
+    """Growth per doubling; 0.0 when a figure is not above the fixed cost (nothing to say)."""
+    if small <= 0 or large <= 0:
+        return 0.0
+    return float((large / small) ** (1 / math.log2(size_large / size_small)))
 
 
 def main() -> None:
