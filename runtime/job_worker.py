@@ -164,9 +164,11 @@ class JobFunctionError(Exception):
 
 
 def load_job(target: str) -> Callable[..., Any]:
-    """The job function `module:function`; JobFunctionError for a module that does not
-    exist, a missing attribute, or a function that takes neither `ctx` nor nothing.
-    An exception raised by the module's own code while importing it goes through."""
+    """The job function `module:function`. A module that does not exist is a
+    ModuleNotFoundError that says so (raised here, so the failure is not pinned on
+    importlib's internals); a missing attribute, or a function that takes neither
+    `ctx` nor nothing, a JobFunctionError. An exception raised by the module's own
+    code while importing it goes through."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise JobFunctionError(f"expected `module:function`, got `{target}`")
@@ -176,9 +178,10 @@ def load_job(target: str) -> Callable[..., Any]:
         missing = exc.name or module_name
         if module_name != missing and not module_name.startswith(missing + "."):
             raise  # the job's module imports something that is not installed
-        raise JobFunctionError(
+        raise ModuleNotFoundError(
             f"cannot import `{target}`: there is no module `{missing}` "
-            "(`tideflow lint --check-imports` finds this before a run)"
+            "(`tideflow lint --check-imports` finds this before a run)",
+            name=missing,
         ) from None
     for part in attribute.split("."):
         try:

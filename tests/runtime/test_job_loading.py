@@ -41,6 +41,17 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     [
         ("jl_jobz:ok", "cannot import `jl_jobz:ok`: there is no module `jl_jobz`"),
         ("jl_jobs.sub:ok", "there is no module `jl_jobs.sub`"),
+    ],
+)
+def test_a_missing_module_says_which(folder: Path, target: str, message: str) -> None:
+    with pytest.raises(ModuleNotFoundError) as raised:
+        load_job(target)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
         ("jl_jobs:okk", "cannot load `jl_jobs:okk`: `jl_jobs` has no `okk`"),
         ("jl_jobs:VALUE", "`jl_jobs:VALUE` is not a function"),
         ("jl_jobs.ok", "expected `module:function`, got `jl_jobs.ok`"),
@@ -86,11 +97,12 @@ def test_the_stored_error_names_the_problem_not_importlib(folder: Path) -> None:
     reply = attempt("jl_jobz:ok")
     assert reply["ok"] is False
     kind, message, _text, function, _location = reply["error"]
-    assert kind.endswith("JobFunctionError")
+    assert kind == "ModuleNotFoundError"
     assert "there is no module `jl_jobz`" in message
     assert function is None or "importlib" not in function
 
     wrong = attempt("jl_jobs:two")
+    assert wrong["error"][0].endswith("JobFunctionError")
     assert "must take one argument, `ctx` (or none); it takes `(ctx, day)`" in wrong["error"][1]
 
 
