@@ -471,7 +471,9 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
     with open_store(state_url, empty_if_missing=file is not None) as store:
         flows = [load_flow(file)] if file else _stored_flows(store)
         if not flows:
-            raise click.ClickException("the state store holds no flow yet; give a FILE")
+            raise click.ClickException(
+                f"the state store at {store.location} holds no flow yet; give a FILE"
+            )
         report = [flow_status(store, flow, since_at, now) for flow in flows]
     if output_format == "json":
         emit_json({"since": since_at, "flows": report})

@@ -83,6 +83,14 @@ def test_a_store_left_in_the_folder_by_older_versions_is_pointed_at(home: Path) 
     assert cli("runs", "--state", ".tideflow/state.db").exit_code == 0
 
 
+def test_status_names_the_store_that_holds_no_flow(home: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    Store.open(str(empty)).close()
+    result = cli("status", "--state", str(empty))
+    assert result.exit_code == 1
+    assert f"the state store at {empty} holds no flow yet" in result.stderr
+
+
 def test_status_of_a_flow_file_without_a_store_shows_the_schedule(
     home: Path, tmp_path: Path
 ) -> None:
