@@ -117,7 +117,7 @@ KAFKA_BROKER = """\
 broker "main" {{
   kind               = "kafka"
   bootstrap          = "{bootstrap}"
-  session_timeout    = 2s
+  session_timeout    = 6s
   heartbeat_interval = 500ms
   offset_reset       = "earliest"
   config             = {{ "producer.batch.num.messages" = "1" }}
@@ -216,6 +216,16 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
     yield kind, flow_path, result.ir
 
 
+def produce_evenly(bootstrap: str, topic: str) -> None:
+    """Message i to partition i % INSTANCES, with the plain confluent-kafka client."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "batch.num.messages": 1})
+    for i in range(MESSAGES):
+        producer.produce(topic, encode_payload({"id": i}), partition=i % INSTANCES)
+    assert producer.flush(30) == 0, "every message delivered"
+
+
 def sharing(kind: str, rows: list[InstanceRow]) -> bool:
     """Whether every instance holds its lot (NATS) or owns one partition of its own."""
     alive = [r for r in rows if r.stopped_at is None]
@@ -268,13 +278,21 @@ async def test_scaling_out_shares_the_backlog(
 
     async with open_topic_broker(flow, consumer.consumes) as broker:
         await broker.ensure_topic(consumer.consumes, [consumer.group])
-        # without keys: round-robin over Kafka's partitions, LAG_PER_INSTANCE each
-        await broker.publish(
-            consumer.consumes,
-            [OutgoingMessage(encode_payload({"id": i})) for i in range(MESSAGES)],
-        )
+        if kind == "kafka":
+            # LAG_PER_INSTANCE in each partition: librdkafka's partitioner sends
+            # messages without a key to one partition at a time
+            await asyncio.to_thread(
+                produce_evenly, flow.brokers["main"].options["bootstrap"], consumer.consumes
+            )
+        else:  # embedded: without keys, round-robin over the partitions
+            await broker.publish(
+                consumer.consumes,
+                [OutgoingMessage(encode_payload({"id": i})) for i in range(MESSAGES)],
+            )
         reading = await broker.backlog(consumer.consumes, consumer.group)
         assert reading.total == MESSAGES
+        if kind != "nats":
+            assert set(reading.per_partition.values()) == {LAG_PER_INSTANCE}
 
     assert consumer.scale is not None
     async with LocalScaler(
