@@ -49,8 +49,10 @@ Consumer groups
     `embedded` broker. `ensure_topic` updates `ack_wait` and `max_deliver` of an
     existing durable when they differ. `consume` is one `fetch` of up to
     `max_messages` on a pull subscription bound to the durable (one per topic and
-    group in each broker object). `Message.id` is the stream sequence and
-    `delivery_count` the server's delivery count. Delivered headers are the
+    group in each broker object); it never returns more (messages that reached
+    the subscription after an earlier fetch gave up waiting, which nats-py's
+    `fetch` adds to its result, are kept for the next `consume`). `Message.id` is
+    the stream sequence and `delivery_count` the server's delivery count. Delivered headers are the
     publisher's, without `Tideflow-Key` and JetStream's own `Nats-` headers, plus
     `Tideflow-Subject`, the subject the message was published on.
 
@@ -250,6 +252,8 @@ class _Reader:
 
     subscription: JetStreamContext.PullSubscription
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: delivered beyond what a `consume` asked for, handed out by the next one
+    surplus: list[NatsMsg] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,6 +784,10 @@ class NatsBroker(Broker):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
         async with reader.lock:
+            if reader.surplus:
+                taken = reader.surplus[:max_messages]
+                del reader.surplus[:max_messages]
+                return [self._delivered(node.name, group, msg) for msg in taken]
             while True:
                 with self._errors(what):
                     try:
@@ -806,6 +814,13 @@ class NatsBroker(Broker):
                         raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.25)
+            if len(fetched) > max_messages:
+                # nats-py's fetch also returns what reached the subscription after an
+                # earlier fetch gave up waiting; hold no more than was asked for
+                reader.surplus.extend(fetched[max_messages:])
+                for msg in fetched[max_messages:]:
+                    self._held[msg.reply] = msg  # given back by aclose
+                fetched = fetched[:max_messages]
         if not fetched and not self._connected.is_set():
             raise BackendError(f"{what}: not connected to the nats server (reconnecting)")
         return [self._delivered(node.name, group, msg) for msg in fetched]
