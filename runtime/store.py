@@ -579,6 +579,37 @@ class Store:
             return False, None
         return row.claimed_by is not None, row.flow_run_id
 
+    def pending_trigger_requests(self, flow: str | None = None) -> list[TriggerRequest]:
+        """Requests no orchestrator has claimed yet, oldest first (they fire when one starts)."""
+        req = t.trigger_requests
+        query = sa.select(req).where(req.c.claimed_by.is_(None)).order_by(req.c.id)
+        if flow is not None:
+            query = query.where(req.c.flow == flow)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            TriggerRequest(
+                r.id,
+                r.flow,
+                r.job,
+                TriggerKind(r.trigger),
+                dict(r.params or {}),
+                r.requested_at,
+                r.requested_by,
+            )
+            for r in rows
+        ]
+
+    def withdraw_trigger_request(self, request_id: int) -> bool:
+        """Delete a request no orchestrator has claimed; False when it was claimed already
+        (or never existed). Atomic against `claim_trigger_requests`."""
+        req = t.trigger_requests
+        with self._write() as conn:
+            result = conn.execute(
+                sa.delete(req).where(req.c.id == request_id, req.c.claimed_by.is_(None))
+            )
+            return bool(result.rowcount)
+
     # --- orchestrators and zombies ---------------------------------------------------
 
     def register_orchestrator(self, flows: Sequence[str]) -> int:
@@ -974,6 +1005,66 @@ class Store:
                 sa.select(t.flow_runs).where(t.flow_runs.c.id == flow_run_id)
             ).first()
         return _flow_run(row) if row else None
+
+    def flow_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        since: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[FlowRunRow]:
+        """Flow runs, newest first."""
+        runs = t.flow_runs
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        if flow is not None:
+            query = query.where(runs.c.flow == flow)
+        if status is not None:
+            wanted = [status] if isinstance(status, RunStatus) else list(status)
+            query = query.where(runs.c.status.in_([str(s) for s in wanted]))
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_flow_run(r) for r in conn.execute(query)]
+
+    def job_run_counts(self, flow_run_ids: Iterable[int]) -> dict[int, dict[RunStatus, int]]:
+        """Each flow run's job runs counted by status."""
+        ids = list(flow_run_ids)
+        if not ids:
+            return {}
+        runs = t.job_runs
+        query = (
+            sa.select(runs.c.flow_run_id, runs.c.status, sa.func.count())
+            .where(runs.c.flow_run_id.in_(ids))
+            .group_by(runs.c.flow_run_id, runs.c.status)
+        )
+        counts: dict[int, dict[RunStatus, int]] = {}
+        with self.engine.connect() as conn:
+            for flow_run_id, status, n in conn.execute(query):
+                counts.setdefault(int(flow_run_id), {})[RunStatus(status)] = int(n)
+        return counts
+
+    def last_errors(self, job_run_ids: Iterable[int]) -> dict[int, ErrorInfo]:
+        """The error of the newest failed attempt of each of these job runs that has one."""
+        ids = list(job_run_ids)
+        if not ids:
+            return {}
+        att = t.attempts
+        query = (
+            sa.select(att)
+            .where(att.c.job_run_id.in_(ids), att.c.error_type.is_not(None))
+            .order_by(att.c.job_run_id, att.c.number)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found: dict[int, ErrorInfo] = {}
+        for row in rows:  # ordered by number: the newest attempt's error wins
+            error = _attempt(row).error
+            if error is not None:
+                found[row.job_run_id] = error
+        return found
 
     def attempts(self, job_run_id: int) -> list[AttemptRow]:
         with self.engine.connect() as conn:

@@ -56,6 +56,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "runs": "tideflow.cli_runtime:runs_command",
     "logs": "tideflow.cli_runtime:logs_command",
     "cancel": "tideflow.cli_runtime:cancel_command",
+    "flow-runs": "tideflow.cli_runtime:flow_runs_command",
+    "requests": "tideflow.cli_runtime:requests_command",
     "run": "tideflow.cli_run:run_command",
     "trigger": "tideflow.cli_run:trigger_command",
     "status": "tideflow.cli_run:status_command",
@@ -544,7 +546,7 @@ def _format_from_suffix(output: str | None) -> str:
 @main.command("fmt")
 @click.argument("files", metavar="FILE...", nargs=-1, required=True)
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if a file would change.")
-@click.option("--diff", is_flag=True, help="Change nothing; print what would change.")
+@click.option("--diff", is_flag=True, help="Change nothing; print the changes; exit 1 if any.")
 def fmt_command(files: tuple[str, ...], check: bool, diff: bool) -> None:
     """Rewrite flows in the canonical format.
 
@@ -591,7 +593,7 @@ def fmt_command(files: tuple[str, ...], check: bool, diff: bool) -> None:
     _fmt_summary(changed, unchanged, broken, dry_run=check or diff)
     if inputs.problems:
         sys.exit(EXIT_USAGE)
-    if broken or (check and changed):
+    if broken or ((check or diff) and changed):  # like `--check`: CI can gate on `--diff`
         sys.exit(EXIT_PROBLEMS)
 
 

@@ -102,8 +102,15 @@ def _console() -> Console:
     settings = ctx.find_object(Settings) if ctx is not None else None
     color = (settings or Settings()).color_for(sys.stdout)
     width = None if sys.stdout.isatty() else 120
+    # no markup or emoji codes: names and explanations are printed as they are
     return Console(
-        file=sys.stdout, force_terminal=color, no_color=not color, width=width, highlight=False
+        file=sys.stdout,
+        force_terminal=color,
+        no_color=not color,
+        width=width,
+        highlight=False,
+        markup=False,
+        emoji=False,
     )
 
 
@@ -294,6 +301,7 @@ def _simulation_json(ir: FlowIR, consumer: str, comparison: Comparison) -> dict[
 
 def _print_comparison(ir: FlowIR, consumer: str, comparison: Comparison) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     settings = comparison.settings
     console = _console()
@@ -301,10 +309,14 @@ def _print_comparison(ir: FlowIR, consumer: str, comparison: Comparison) -> None
         f"{settings.partitions:,} partitions" if settings.partitioned else "an unpartitioned topic"
     )
     console.print(
-        f'consumer [bold]{consumer}[/bold] of flow "{ir.info.name}", '
-        f"{_seconds_text(settings.duration)} simulated: "
-        f"{settings.service_rate:,g} messages/s per instance, startup "
-        f"{_seconds_text(settings.startup)}, {where}"
+        Text.assemble(
+            "consumer ",
+            (consumer, "bold"),
+            f' of flow "{ir.info.name}", '
+            f"{_seconds_text(settings.duration)} simulated: "
+            f"{settings.service_rate:,g} messages/s per instance, startup "
+            f"{_seconds_text(settings.startup)}, {where}",
+        )
     )
     console.print(f"load: {comparison.profile.describe()}")
     console.print(f"rule: {_describe_rule(comparison.rule)}")
@@ -420,9 +432,18 @@ def explain_command(
             }
         )
         return
+    from rich.text import Text
+
     console = _console()
+    # soft_wrap: a line longer than the terminal is the terminal's to wrap; rich would
+    # break it at `width` (120 when piped), in the middle of an explanation
     console.print(
-        f'consumer [bold]{consumer.name}[/bold] of flow "{ir.info.name}": {_describe_rule(rule)}'
+        Text.assemble(
+            "consumer ",
+            (consumer.name, "bold"),
+            f' of flow "{ir.info.name}": {_describe_rule(rule)}',
+        ),
+        soft_wrap=True,
     )
     if dead_lettered:
         console.print(
@@ -449,12 +470,12 @@ def _print_decision(console: Console, row: ScaleDecisionRow) -> None:
     head.append(f"  {row.reason}", style=_REASON_STYLES.get(row.reason, ""))
     if row.current != row.desired and not row.applied:
         head.append("  (not applied: the scaler failed)", style="red")
-    console.print(head)
+    console.print(head, soft_wrap=True)
     if row.reading_error is not None:
-        console.print(Text(f"  reading: {row.reading_error}", style="yellow"))
+        console.print(Text(f"  reading: {row.reading_error}", style="yellow"), soft_wrap=True)
     if row.backlog is not None:
-        console.print(Text(f"  backlog {_backlog_text(row)}"))
-    console.print(Text(f"  {row.explanation}"))
+        console.print(Text(f"  backlog {_backlog_text(row)}"), soft_wrap=True)
+    console.print(Text(f"  {row.explanation}"), soft_wrap=True)
 
 
 _REASON_STYLES = {

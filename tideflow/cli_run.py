@@ -28,6 +28,7 @@ from tideflow.cli_runtime import (
     count_by_status,
     duration,
     emit_json,
+    flow_run_reason,
     format_option,
     human_delta,
     make_console,
@@ -41,7 +42,7 @@ from tideflow.cli_runtime import (
 from tideflow.compiler.ir import FlowIR, JobNode
 from tideflow.dsl.parser import parse_duration
 from tideflow.runtime import redaction
-from tideflow.runtime.model import JobRunRow, RunStatus
+from tideflow.runtime.model import FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
 from tideflow.runtime.schedule import next_fire, upcoming
 from tideflow.runtime.secrets import flow_secret_values
@@ -125,7 +126,7 @@ def run_command(
     flow_secret_values(flows)  # remembered: from now on, no log line shows one
     grace_seconds = parse_seconds(grace)
     stop_after = parse_seconds(run_for) if run_for else None
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False, emoji=False)  # flow and job names as they are
     use_live = console.is_terminal if live is None else live
     _configure_logging(console, use_live)
     dashboard = _Dashboard(ui_host, ui_port, ui_token) if ui else None
@@ -239,10 +240,10 @@ async def _watch(
     if live:
         with Live(console=console, refresh_per_second=2, transient=False) as view:
             while not stop.is_set():
-                view.update(_live_view(orchestrator, time.monotonic() - started))
+                view.update(_live_view(orchestrator, time.monotonic() - started, console.width))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
-            view.update(_live_view(orchestrator, time.monotonic() - started))
+            view.update(_live_view(orchestrator, time.monotonic() - started, console.width))
         return
     while True:
         stopping = stop.is_set()
@@ -264,7 +265,7 @@ async def _watch(
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
-def _live_view(orchestrator: Orchestrator, uptime: float) -> Group:
+def _live_view(orchestrator: Orchestrator, uptime: float, width: int) -> Group:
     store = orchestrator.store
     now = datetime.now(UTC)
     fires = orchestrator.next_fires()
@@ -281,8 +282,7 @@ def _live_view(orchestrator: Orchestrator, uptime: float) -> Group:
         last = store.last_job_runs(name)
         per_job = count_by_status(counts, name)
         table = Table(title=f"flow {name}", title_justify="left", box=None, header_style="bold")
-        for column in ("job", "when", "next", "last run", "took", "last hour"):
-            table.add_column(column)
+        rows: list[tuple[str, str, str, Text, str, str]] = []
         for job in sorted(flow.jobs.values(), key=lambda j: (j.schedule is None, j.name)):
             row = last.get(job.name)
             last_cell = Text("-")
@@ -293,14 +293,28 @@ def _live_view(orchestrator: Orchestrator, uptime: float) -> Group:
                 )
             fire = fires.get((name, job.name))
             tally = per_job.get(job.name)
-            table.add_row(
-                job.name,
-                describe_schedule(job),
-                human_delta((now - fire).total_seconds()) if fire else "-",
-                last_cell,
-                duration(row.duration) if row else "-",
-                " ".join(f"{n} {s}" for s, n in sorted(tally.items())) if tally else "-",
+            rows.append(
+                (
+                    job.name,
+                    describe_schedule(job),
+                    human_delta((now - fire).total_seconds()) if fire else "-",
+                    last_cell,
+                    duration(row.duration) if row else "-",
+                    " ".join(f"{n} {s}" for s, n in sorted(tally.items())) if tally else "-",
+                )
             )
+        # in a narrow terminal a cell wraps between words and is never cut with "…": each
+        # column is as wide as its longest word when they all fit (else a word folds)
+        columns = ("job", "when", "next", "last run", "took", "last hour")
+        widest = [
+            max(len(word) for word in (column, *(w for r in rows for w in str(r[i]).split())))
+            for i, column in enumerate(columns)
+        ]
+        fits = sum(widest) + 2 * len(columns) <= width
+        for column, least in zip(columns, widest, strict=True):
+            table.add_column(column, overflow="fold", min_width=least if fits else None)
+        for cells in rows:
+            table.add_row(*cells)
         parts.append(table)
     return Group(*parts)
 
@@ -362,9 +376,19 @@ def trigger_command(
                 f"the run starts when `tideflow run {file}` does"
             )
             if not wait:
+                click.echo(
+                    f"(`tideflow requests list` shows waiting requests; "
+                    f"`tideflow requests cancel {request}` withdraws this one)"
+                )
                 return
         flow_run = wait_for_run(store, request, limit if wait else 5.0)
         if flow_run is None:
+            if wait and store.withdraw_trigger_request(request):
+                # the caller was told it failed: it must not fire later by surprise
+                click.echo(
+                    f"request {request} withdrawn: no orchestrator took it within {duration(limit)}"
+                )
+                sys.exit(1)
             click.echo(f"requested (request {request}); not started yet")
             sys.exit(1 if wait else 0)
         click.echo(f"flow run {flow_run} started: {name}.{job}")
@@ -413,6 +437,8 @@ class FlowStatus:
     flow: str
     orchestrator: dict[str, Any] | None  # the live orchestrator running it, if any
     jobs: list[JobStatus]
+    last_flow_run: FlowRunRow | None = None
+    last_flow_run_reason: str | None = None  # which jobs failed, and why
     consumers: list[ConsumerStatus] = field(default_factory=list)
 
 
@@ -452,8 +478,14 @@ def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> F
         )
         for job in sorted(flow.jobs.values(), key=lambda j: j.name)
     ]
+    last_flow_run = next(iter(store.flow_runs(flow=name, limit=1)), None)
+    reason = None
+    if last_flow_run is not None and last_flow_run.status is not RunStatus.SUCCESS:
+        job_runs = store.job_runs(flow_run_id=last_flow_run.id, limit=None)
+        errors = store.last_errors(r.id for r in job_runs if r.status is not RunStatus.SUCCESS)
+        reason = flow_run_reason(job_runs, errors) or None
     consumers = consumer_statuses(store, flow, since)
-    return FlowStatus(name, live[0] if live else None, jobs, consumers=consumers)
+    return FlowStatus(name, live[0] if live else None, jobs, last_flow_run, reason, consumers)
 
 
 @click.command("status")
@@ -490,10 +522,12 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
             if running
             else Text("not running", style="yellow")
         )
-        console.print(Text.assemble((f"flow {item.flow}  ", "bold"), state))
+        console.print(Text.assemble((f"flow {item.flow}  ", "bold"), state), soft_wrap=True)
+        if item.last_flow_run is not None:
+            console.print(_last_flow_run_line(item.last_flow_run, item.last_flow_run_reason, now))
         table = Table(box=None, header_style="bold")
         for column in ("job", "when", "last run", "took", "next run", f"since {since}"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a narrow terminal folds, never cuts
         for job in item.jobs:
             row = job.last_run
             last_cell = Text("-")
@@ -530,6 +564,16 @@ def _consumers_table(consumers: Sequence[ConsumerStatus], since: str) -> Table:
             Text(item.dead_letter or "(dropped)"),
         )
     return table
+
+
+def _last_flow_run_line(run: FlowRunRow, reason: str | None, now: datetime) -> Text:
+    line = Text(f"last flow run {run.id} (from {run.root_job}): ")
+    line.append_text(status_text(run.status.value))
+    line.append(f" {when(run.finished_at or run.started_at or run.created_at, now)}")
+    if reason:
+        line.append(f": {reason}", style="red")
+    line.append(f"  (tideflow flow-runs {run.id})", style="dim")
+    return line
 
 
 def _zone(name: str | None) -> tzinfo | None:

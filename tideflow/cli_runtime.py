@@ -27,7 +27,7 @@ from rich.text import Text
 
 from tideflow.cli import UsageProblem
 from tideflow.dsl.parser import parse_duration
-from tideflow.runtime.model import AttemptRow, JobRunRow, RunStatus
+from tideflow.runtime.model import AttemptRow, ErrorInfo, FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.store import STATE_ENV, Store, StoreError, StoreNotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,13 +169,34 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+PIPED_WIDTH = 10_000  # wider than any row: tables take only the width they need
+
+
 def make_console(*, stderr: bool = False) -> Console:
-    """A console for tables: the terminal's width, or a wide page when piped (so
-    that `tideflow runs | grep failed` sees whole rows)."""
-    console = Console(stderr=stderr, highlight=False)
+    """A console for tables: the terminal's width, or an unbounded page when piped (so
+    that `tideflow runs | grep failed` sees whole rows, never cut or folded).
+
+    Markup and emoji codes are off: what it prints (names, notes, log lines, output)
+    is user and job text, shown as it is (`[/tmp/x]`, `[secret]`, `:x:`); styles come
+    only from `Text` objects."""
+    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=160)
+        console = Console(
+            stderr=stderr, highlight=False, markup=False, emoji=False, width=PIPED_WIDTH
+        )
     return console
+
+
+def job_run_reason(row: JobRunRow, errors: Mapping[int, ErrorInfo]) -> str:
+    """Why a job run ended as it did: its note (skipped, upstream failed, ...), else the
+    error of its last failed attempt; empty when there is nothing to say."""
+    if row.note:
+        return row.note
+    error = errors.get(row.id)
+    if error is None or row.status is RunStatus.SUCCESS:
+        return ""
+    first = (error.message.strip().splitlines() or [""])[0]
+    return f"{error.type}: {first}" if first else error.type
 
 
 def status_text(status: str) -> Text:
@@ -235,6 +256,7 @@ def runs_command(
             since=since_at,
             limit=limit,
         )
+        errors = store.last_errors(r.id for r in rows if r.status is not RunStatus.SUCCESS)
         location = store.location
     if output_format == "json":
         emit_json({"runs": rows})
@@ -246,7 +268,10 @@ def runs_command(
         return
     table = Table(box=None, header_style="bold")
     for column in ("run", "flow", "job", "status", "trigger", "attempts", "started", "took"):
-        table.add_column(column, justify="right" if column in {"run", "attempts"} else "left")
+        table.add_column(
+            column, justify="right" if column in {"run", "attempts"} else "left", overflow="fold"
+        )  # a cell folds, never cut
+    table.add_column("reason", overflow="fold")
     now = datetime.now(UTC)
     for row in rows:
         table.add_row(
@@ -258,12 +283,13 @@ def runs_command(
             str(row.attempts),
             when(row.started_at or row.created_at, now),
             duration(row.duration),
+            job_run_reason(row, errors),
         )
     console.print(table)
 
 
 @click.command("logs")
-@click.argument("run_id", metavar="RUN", type=int)
+@click.argument("run_id", metavar="[RUN]", type=int, required=False)
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: all).")
 @click.option(
     "--consumer",
@@ -333,9 +359,14 @@ def logs_command(
     header.append(f"  trigger {run.trigger.value}")
     if run.scheduled_at:
         header.append(f"  scheduled {run.scheduled_at.isoformat()}")
-    console.print(header)
+    console.print(header, soft_wrap=True)
+    if run.note:
+        console.print(Text(f"  {run.note}"), soft_wrap=True)
     if not attempts:
-        console.print("  no attempt has started yet")
+        if run.status.finished:
+            console.print("  it ended without an attempt")
+        else:
+            console.print("  no attempt has started yet")
     for item in attempts:
         _print_attempt(console, item, lines[item.id])
 
@@ -378,20 +409,161 @@ def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> 
         title.append(f"  exit code {item.exit_code}")
     if item.pid:
         title.append(f"  pid {item.pid} on {item.host}")
-    console.print(title)
+    # soft_wrap: long lines are the terminal's to wrap, never cut or broken by us
+    console.print(title, soft_wrap=True)
     if item.error is not None:
         where = f" in {item.error.function}" if item.error.function else ""
         at = f" ({item.error.location})" if item.error.location else ""
-        console.print(Text(f"  {item.error.type}: {item.error.message}{where}{at}", style="red"))
-        console.print(Text(item.error.traceback.rstrip(), style="dim"))
+        message = f"  {item.error.type}: {item.error.message}{where}{at}"
+        console.print(Text(message, style="red"), soft_wrap=True)
+        console.print(Text(item.error.traceback.rstrip(), style="dim"), soft_wrap=True)
     for line in lines:
-        console.print(
-            f"  {line.at.astimezone().strftime('%H:%M:%S')} {line.level:<7} {line.message}"
-        )
+        stamp = line.at.astimezone().strftime("%H:%M:%S")
+        console.print(Text(f"  {stamp} {line.level:<7} {line.message}"), soft_wrap=True)
     for name, text in (("stdout", item.stdout), ("stderr", item.stderr)):
         if text:
             console.print(Text(f"  --- {name} ---", style="bold"))
-            console.print(Text(text.rstrip("\n")))
+            console.print(Text(text.rstrip("\n")), soft_wrap=True)
+
+
+@click.command("flow-runs")
+@click.argument("flow_run_id", metavar="[FLOW_RUN]", type=int, required=False)
+@click.option("--flow", help="Only this flow.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus]),
+    multiple=True,
+    help="Only flow runs in this state (repeatable).",
+)
+@click.option("--since", help="Only flow runs created since: 5m, 2h, 1d, or a date.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@state_option
+@format_option
+def flow_runs_command(
+    flow_run_id: int | None,
+    flow: str | None,
+    status: Sequence[str],
+    since: str | None,
+    limit: int,
+    state_url: str | None,
+    output_format: str,
+) -> None:
+    """List whole-flow runs, newest first; with FLOW_RUN, that one and its job runs."""
+    if flow_run_id is not None:
+        _show_flow_run(flow_run_id, state_url, output_format)
+        return
+    since_at = parse_since(since) if since else None
+    with open_store(state_url) as store:
+        rows = store.flow_runs(
+            flow=flow,
+            status=[RunStatus(s) for s in status] or None,
+            since=since_at,
+            limit=limit,
+        )
+        counts = store.job_run_counts(r.id for r in rows)
+    if output_format == "json":
+        emit_json(
+            {
+                "flow_runs": [
+                    {**to_jsonable(r), "jobs": to_jsonable(counts.get(r.id, {}))} for r in rows
+                ]
+            }
+        )
+        return
+    console = make_console()
+    if not rows:
+        console.print("no flow runs match" + (f" (since {since})" if since else ""))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("flow run", "flow", "root job", "status", "trigger", "started", "took"):
+        table.add_column(
+            column, justify="right" if column == "flow run" else "left", overflow="fold"
+        )
+    table.add_column("jobs", overflow="fold")
+    now = datetime.now(UTC)
+    for row in rows:
+        tally = counts.get(row.id, {})
+        table.add_row(
+            str(row.id),
+            row.flow,
+            row.root_job,
+            status_text(row.status.value),
+            row.trigger.value,
+            when(row.started_at or row.created_at, now),
+            duration(flow_run_seconds(row)),
+            ", ".join(f"{n} {s.value}" for s, n in sorted(tally.items())) or "-",
+        )
+    console.print(table)
+
+
+def flow_run_seconds(row: FlowRunRow) -> float | None:
+    if row.started_at is None or row.finished_at is None:
+        return None
+    return (row.finished_at - row.started_at).total_seconds()
+
+
+def flow_run_reason(jobs: Sequence[JobRunRow], errors: Mapping[int, ErrorInfo]) -> str:
+    """Which of a flow run's jobs failed, and why: `transform failed (KeyError: 'sku')`."""
+    parts = []
+    for job in sorted(jobs, key=lambda r: r.id):
+        if job.status in {RunStatus.FAILED, RunStatus.CANCELLED}:
+            reason = job_run_reason(job, errors)
+            parts.append(f"{job.job} {job.status.value}" + (f" ({reason})" if reason else ""))
+    return "; ".join(parts)
+
+
+def _show_flow_run(flow_run_id: int, state_url: str | None, output_format: str) -> None:
+    with open_store(state_url) as store:
+        run = store.flow_run(flow_run_id)
+        if run is None:
+            raise click.ClickException(f"no flow run {flow_run_id} (see `tideflow flow-runs`)")
+        jobs = sorted(store.job_runs(flow_run_id=flow_run_id, limit=None), key=lambda r: r.id)
+        errors = store.last_errors(r.id for r in jobs if r.status is not RunStatus.SUCCESS)
+    if output_format == "json":
+        emit_json(
+            {
+                "flow_run": run,
+                "reason": flow_run_reason(jobs, errors) or None,
+                "job_runs": [
+                    {**to_jsonable(j), "reason": job_run_reason(j, errors) or None} for j in jobs
+                ],
+            }
+        )
+        return
+    console = make_console()
+    now = datetime.now(UTC)
+    header = Text(f"flow run {run.id}  {run.flow} (from {run.root_job})  ")
+    header.append_text(status_text(run.status.value))
+    header.append(f"  trigger {run.trigger.value}")
+    if run.scheduled_at:
+        header.append(f"  scheduled {run.scheduled_at.isoformat()}")
+    header.append(f"  started {when(run.started_at or run.created_at, now)}")
+    header.append(f"  took {duration(flow_run_seconds(run))}")
+    console.print(header, soft_wrap=True)
+    if run.params:
+        params = json.dumps(run.params, ensure_ascii=False, sort_keys=True)
+        console.print(Text(f"params {params}"), soft_wrap=True)
+    reason = flow_run_reason(jobs, errors)
+    if reason:
+        console.print(Text(reason, style="red"), soft_wrap=True)
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "job", "status", "attempts", "started", "took"):
+        table.add_column(
+            column, justify="right" if column in {"run", "attempts"} else "left", overflow="fold"
+        )  # a cell folds, never cut
+    table.add_column("reason", overflow="fold")
+    for job in jobs:
+        table.add_row(
+            str(job.id),
+            job.job,
+            status_text(job.status.value),
+            str(job.attempts),
+            when(job.started_at, now) if job.started_at else "-",
+            duration(job.duration),
+            job_run_reason(job, errors),
+        )
+    console.print(table)
+    console.print(Text("`tideflow logs RUN` shows a job run's attempts and output", style="dim"))
 
 
 @click.command("cancel")
@@ -406,6 +578,73 @@ def cancel_command(run_id: int, state_url: str | None) -> None:
         if not store.request_cancel(run_id):
             raise click.ClickException(f"run {run_id} has already finished ({run.status.value})")
     click.echo(f"cancellation of run {run_id} ({run.flow}.{run.job}) requested")
+
+
+@click.group("requests")
+def requests_command() -> None:
+    """Trigger requests that no orchestrator has taken yet.
+
+    `tideflow trigger` leaves a request in the state store; the orchestrator running
+    the flow takes it within a second. One given while none runs waits, and fires
+    when `tideflow run` starts: list those here, and withdraw the ones not wanted.
+    """
+
+
+@requests_command.command("list")
+@click.option("--flow", help="Only this flow.")
+@state_option
+@format_option
+def requests_list_command(flow: str | None, state_url: str | None, output_format: str) -> None:
+    """Pending trigger requests, oldest first."""
+    with open_store(state_url) as store:
+        pending = store.pending_trigger_requests(flow)
+    if output_format == "json":
+        emit_json({"requests": pending})
+        return
+    console = make_console()
+    if not pending:
+        console.print("no trigger request is waiting" + (f" for flow {flow}" if flow else ""))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("request", "flow", "job", "trigger", "requested", "by"):
+        table.add_column(
+            column, justify="right" if column == "request" else "left", overflow="fold"
+        )
+    table.add_column("params", overflow="fold")
+    now = datetime.now(UTC)
+    for request in pending:
+        table.add_row(
+            str(request.id),
+            request.flow,
+            request.job,
+            request.trigger.value,
+            when(request.requested_at, now),
+            request.requested_by,
+            json.dumps(request.params, ensure_ascii=False, sort_keys=True)
+            if request.params
+            else "",
+        )
+    console.print(table)
+
+
+@requests_command.command("cancel")
+@click.argument("request_ids", metavar="REQUEST...", type=int, nargs=-1, required=True)
+@state_option
+def requests_cancel_command(request_ids: Sequence[int], state_url: str | None) -> None:
+    """Withdraw pending trigger requests so that they never fire."""
+    refused: list[int] = []
+    with open_store(state_url) as store:
+        for request_id in request_ids:
+            if store.withdraw_trigger_request(request_id):
+                click.echo(f"request {request_id} withdrawn")
+            else:
+                refused.append(request_id)
+    if refused:
+        listed = ", ".join(str(n) for n in refused)
+        raise click.ClickException(
+            f"no pending request {listed}: taken by an orchestrator already, or unknown "
+            "(see `tideflow requests list`)"
+        )
 
 
 def count_by_status(

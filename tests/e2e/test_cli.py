@@ -521,7 +521,7 @@ def test_fmt_check_lists_files_and_changes_nothing(
 def test_fmt_diff_prints_a_unified_diff(unformatted: str, workdir: Path) -> None:
     before = (workdir / unformatted).read_bytes()
     result = run("fmt", "--diff", unformatted)
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # it would change the file, as with --check
     assert result.stdout.startswith(f"--- {unformatted}\n+++ {unformatted} (formatted)\n")
     assert '-run="shop.jobs:extract"\n' in result.stdout
     assert '+  run     = "shop.jobs:extract"\n' in result.stdout

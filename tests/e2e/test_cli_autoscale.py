@@ -344,3 +344,20 @@ def test_explain_a_state_store_that_cannot_be_opened(flow: str, workdir: Path) -
         explain_command, flow, "order_workers", "--state", f"sqlite:///{workdir / flow / 'x.db'}"
     )
     assert_usage_problem(result, "cannot open the state store")
+
+
+def test_explain_never_breaks_a_long_line(flow: str, workdir: Path) -> None:
+    url = f"sqlite:///{workdir / 'long.db'}"
+    decision = stored_decision(flow, T0, BacklogReading("orders", "w", 3_412, {0: 3_412}, 6, T0), 2)
+    long = dataclasses.replace(
+        decision,
+        explanation=decision.explanation + "; [not markup] " + " ".join(["and a long tail"] * 10),
+        reading_error="the broker said " + "no " * 50,
+    )
+    with Store.open(url) as store:
+        store.record_decision(long)
+    result = run(explain_command, flow, "order_workers", "--state", url)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert f"  {long.explanation}" in lines  # whole, on one line: the terminal wraps it
+    assert f"  reading: {long.reading_error}" in lines
