@@ -63,8 +63,15 @@ def _console() -> Console:
     color = _color(sys.stdout)
     # no wrapping to a guessed terminal width when the output goes to a file or pipe
     width = None if sys.stdout.isatty() else 120
+    # no markup or emoji codes: plugin names, docs and defaults print as they are
     return Console(
-        file=sys.stdout, force_terminal=color, no_color=not color, width=width, highlight=False
+        file=sys.stdout,
+        force_terminal=color,
+        no_color=not color,
+        width=width,
+        highlight=False,
+        markup=False,
+        emoji=False,
     )
 
 
@@ -249,12 +256,12 @@ def _describe_json(entry: BackendEntry) -> dict[str, Any]:
 
 
 def _print_description(entry: BackendEntry) -> None:
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
-    console.print(f'[bold]{entry.kind} "{entry.name}"[/bold]: {escape(entry.spec.doc)}')
-    console.print(f"provided by {escape(_provider(entry))}")
+    console.print(Text.assemble((f'{entry.kind} "{entry.name}"', "bold"), f": {entry.spec.doc}"))
+    console.print(f"provided by {_provider(entry)}")
     if entry.kind == "broker":
         partitions = "partitioned" if entry.spec.partitioned else "not partitioned"
         console.print(partitions)
@@ -270,10 +277,10 @@ def _print_description(entry: BackendEntry) -> None:
     for option in entry.spec.options:
         table.add_row(
             option.name,
-            escape(option.type.describe()),
+            option.type.describe(),
             "yes" if option.required else "no",
-            escape(format_value(option.default, option.type)) or "-",
-            escape(option.doc),
+            format_value(option.default, option.type) or "-",
+            option.doc,
         )
     console.print(table)
 

@@ -160,6 +160,28 @@ def test_describe_prints_the_options_table(installed: FakeInstall) -> None:
     assert rows["mode"] == ["fast | safe", "no", "safe", "Delivery mode."]
 
 
+class BracketQueue(rb.MemoryBroker):
+    """Keeps [bold]everything[/bold] in [/tmp/q] :thumbs_up:."""
+
+    name: ClassVar[str] = "bracket"
+    options: ClassVar[tuple[Field, ...]] = (
+        Field("path", StringType(), "A folder such as [/var/q] or \\[x].", default="[/tmp/q]"),
+    )
+
+
+def test_describe_prints_docs_and_defaults_as_they_are(installed: FakeInstall) -> None:
+    installed.plugin(
+        "bracket", "tideflow-bracket", "1.0", **hooks(tideflow_register_brokers=(BracketQueue,))
+    )
+    result = run("--describe", "bracket")
+    assert result.exit_code == 0, result.output
+    assert 'broker "bracket": Keeps [bold]everything[/bold] in [/tmp/q] :thumbs_up:.' in (
+        result.stdout
+    )
+    assert "A folder such as [/var/q] or \\[x]." in result.stdout
+    assert '"[/tmp/q]"' in result.stdout
+
+
 def test_describe_a_builtin_schema(installed: FakeInstall) -> None:
     result = run("--describe", "kafka", "--format", "json")
     assert result.exit_code == 0
