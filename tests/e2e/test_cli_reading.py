@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from tideflow.compiler import compile_flow
+from tideflow.compiler.irjson import to_json
 from tideflow.runtime.model import AttemptStatus, ErrorInfo, RunStatus, TriggerKind
 from tideflow.runtime.store import Store
 
@@ -129,11 +130,17 @@ STORED_TEXT = (
 
 
 @pytest.fixture(scope="module")
-def fuzz_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'state.db'}"
+def fuzz_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A store shared by the examples, and the IR document of FLOW (stored under each
+    example's flow name, so that `status` reads that name back)."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "orders.flow").write_text(FLOW)
+    ir = compile_flow(str(folder / "orders.flow")).ir
+    assert ir is not None
+    url = f"sqlite:///{folder / 'state.db'}"
     with Store.open(url):
         pass
-    yield url
+    yield url, to_json(ir)
 
 
 @settings(
@@ -143,9 +150,11 @@ def fuzz_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 )
 @given(flow=STORED_TEXT, job=STORED_TEXT, note=STORED_TEXT, message=STORED_TEXT, line=STORED_TEXT)
 def test_every_reading_command_prints_stored_text_verbatim(
-    fuzz_state: str, flow: str, job: str, note: str, message: str, line: str
+    fuzz_state: tuple[str, dict[str, Any]], flow: str, job: str, note: str, message: str, line: str
 ) -> None:
-    with Store.open(fuzz_state) as store:
+    url, document = fuzz_state
+    with Store.open(url) as store:
+        store.save_flow(flow, FLOW, {**document, "flow": {**document["flow"], "name": flow}})
         flow_run, extract, transform = record_failed_run(
             store,
             flow=flow,
@@ -158,15 +167,16 @@ def test_every_reading_command_prints_stored_text_verbatim(
         request = store.request_trigger(flow, job, params={"who": note})
     try:
         readings = {
-            "runs": cli("runs", "--flow", flow, "--state", fuzz_state),
-            "logs": cli("logs", str(extract), "--state", fuzz_state),
-            "logs upstream": cli("logs", str(transform), "--state", fuzz_state),
-            "flow-runs": cli("flow-runs", "--flow", flow, "--state", fuzz_state),
-            "flow-run": cli("flow-runs", str(flow_run), "--state", fuzz_state),
-            "requests": cli("requests", "list", "--flow", flow, "--state", fuzz_state),
+            "runs": cli("runs", "--flow", flow, "--state", url),
+            "logs": cli("logs", str(extract), "--state", url),
+            "logs upstream": cli("logs", str(transform), "--state", url),
+            "flow-runs": cli("flow-runs", "--flow", flow, "--state", url),
+            "flow-run": cli("flow-runs", str(flow_run), "--state", url),
+            "requests": cli("requests", "list", "--flow", flow, "--state", url),
+            "status": cli("status", "--state", url),
         }
     finally:
-        with Store.open(fuzz_state) as store:
+        with Store.open(url) as store:
             store.withdraw_trigger_request(request)
     for name, result in readings.items():
         assert result.exit_code == 0, (name, result.output)
@@ -179,6 +189,9 @@ def test_every_reading_command_prints_stored_text_verbatim(
     assert f"{job} failed (KeyError: {message})" in readings["flow-run"].stdout
     assert note in readings["flow-run"].stdout
     assert flow in readings["requests"].stdout
+    assert f"flow {flow}  not running" in readings["status"].stdout
+    assert f"(from {job}): failed" in readings["status"].stdout
+    assert f"{job} failed (KeyError: {message})" in readings["status"].stdout
     assert json.dumps({"who": note}, ensure_ascii=False) in readings["requests"].stdout
 
 
