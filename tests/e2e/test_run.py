@@ -292,3 +292,45 @@ def test_a_job_runs_after_a_job_of_another_flow_once(project: Project) -> None:
             assert store.job_runs(flow="reports", job="alarm") == []  # close succeeded
     finally:
         stop(again)
+
+
+def test_a_failed_flow_run_as_the_reading_commands_show_it(project: Project) -> None:
+    (project.root / "failing.py").write_text(
+        "def extract(ctx):\n    ctx.logger.warning('reading [/tmp/in] as [secret]')\n"
+        "    raise KeyError('sku')\n"
+    )
+    flow = project.flow("""
+        job "extract" { run = "failing:extract" }
+        job "transform" {
+          run   = "testjobs:hello"
+          after = [job.extract]
+        }
+    """)
+    withdrawn = project.cli("trigger", str(flow), "extract", "--wait", "--timeout", "300ms")
+    assert withdrawn.returncode == 1 and "withdrawn" in withdrawn.stdout, withdrawn.stdout
+    process = project.start(flow)
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
+        done = project.cli("trigger", str(flow), "extract", "--wait")
+        assert done.returncode == 1, done.stdout + done.stderr
+    finally:
+        stop(process)
+    flow_runs = project.cli("flow-runs")
+    assert flow_runs.returncode == 0, flow_runs.stderr
+    (row,) = [line for line in flow_runs.stdout.splitlines() if "demo" in line]  # one: the
+    assert "failed" in row and "1 failed, 1 upstream_failed" in row  # withdrawn never ran
+    number = row.split()[0]
+    shown = project.cli("flow-runs", number)
+    assert "extract failed (KeyError: 'sku')" in shown.stdout, shown.stdout
+    assert "trigger rule all_success: a dependency failed (`extract` failed)" in shown.stdout
+    status = project.cli("status", str(flow))
+    assert f"last flow run {number} (from extract): failed" in status.stdout, status.stdout
+    runs = project.cli("runs")
+    (transform,) = [line for line in runs.stdout.splitlines() if "upstream_failed" in line]
+    logs = project.cli("logs", transform.split()[0])
+    assert "a dependency failed (`extract` failed)" in logs.stdout
+    (extract,) = [line for line in runs.stdout.splitlines() if "KeyError" in line]
+    logs = project.cli("logs", extract.split()[0])
+    assert logs.returncode == 0, logs.stderr
+    assert "reading [/tmp/in] as [secret]" in logs.stdout
