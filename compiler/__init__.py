@@ -20,6 +20,7 @@ from tideflow.dsl.ast import FlowFile
 from tideflow.dsl.diagnostics import Diagnostic
 from tideflow.dsl.loader import LoadedFlow, load_flow, load_source
 
+from .allow import drop_allowed
 from .build import build_ir
 from .checks import check_flow
 from .ir import FlowIR
@@ -123,6 +124,7 @@ def _lint(
         found.extend(run_rules(ir, rules))
         if any(d.is_error for d in found):
             ir = None  # a rule reported an error: the flow is not accepted
+    found = drop_allowed(found, loaded.files)
     found.sort(key=Diagnostic.sort_key)
     return CompileResult(ir, tuple(found), loaded.sources, loaded.files)
 
