@@ -162,8 +162,14 @@ def _zone_suggestion(text: str) -> str | None:
 _NAME_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 
 
-def _one_edit_away(word: str, choices: Container[str]) -> str | None:
-    """A choice one transposition, deletion, replacement or insertion away from `word`."""
+def _one_edit_away(
+    word: str, choices: Container[str], alphabet: str = _NAME_CHARACTERS
+) -> str | None:
+    """A choice one transposition, deletion, replacement or insertion away from `word`.
+
+    Replacements and insertions try the characters of `alphabet`, in its order: pass
+    only those that occur in `choices` (`_alphabet`) to try far fewer strings.
+    """
     splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
     for head, tail in splits:
         if len(tail) > 1 and (near := head + tail[1] + tail[0] + tail[2:]) in choices:
@@ -172,7 +178,7 @@ def _one_edit_away(word: str, choices: Container[str]) -> str | None:
         if tail and (near := head + tail[1:]) in choices:
             return near
     for head, tail in splits:
-        for character in _NAME_CHARACTERS:
+        for character in alphabet:
             if tail and (near := head + character + tail[1:]) in choices:
                 return near
             if (near := head + character + tail) in choices:
@@ -225,6 +231,7 @@ class _Checker:
         self.catalog = catalog
         self.today = today
         self.found: list[Diagnostic] = []
+        self._alphabets: dict[tuple[int, int], str] = {}  # see _alphabet
         # kind -> name -> first block of that name, filled before any value is checked
         self.blocks: dict[str, dict[str, Block]] = {kind: {} for kind in s.BLOCKS}
         self.declarations: dict[str, dict[str, Declaration]] = {kind: {} for kind in s.BLOCKS}
@@ -279,8 +286,18 @@ class _Checker:
         """
         if len(names) <= 1000:
             return suggest(word, names, template)
-        close = _one_edit_away(word, names)
+        close = _one_edit_away(word, names, self._alphabet(names))
         return f"did you mean {template.format(close)}?" if close else None
+
+    def _alphabet(self, names: Mapping[str, object]) -> str:
+        """The name characters that occur in `names`, in `_NAME_CHARACTERS` order (a
+        generated flow uses a dozen of the 64): computed once per set of names."""
+        key = (id(names), len(names))
+        found = self._alphabets.get(key)
+        if found is None:
+            used = set().union(*map(set, names))
+            found = self._alphabets[key] = "".join(c for c in _NAME_CHARACTERS if c in used)
+        return found
 
     @property
     def has_errors(self) -> bool:
