@@ -88,7 +88,6 @@ def describe_schedule(job: JobNode) -> str:
     help="On stop, how long running attempts may finish before they are killed.",
 )
 @click.option("--duration", "run_for", help="Stop by itself after this long (e.g. 60s).")
-@click.option("--live/--no-live", default=None, help="Live view (default: on a terminal).")
 @click.option(
     "--check-imports/--no-check-imports",
     default=True,
@@ -96,6 +95,7 @@ def describe_schedule(job: JobNode) -> str:
     help="Before anything fires, import each job's and consumer's `run` function and "
     "check how it is called (as `lint --check-imports` does).",
 )
+@click.option("--live/--no-live", default=None, help="Live view (default: on a terminal).")
 @click.option("--ui", is_flag=True, help="Serve the dashboard beside the orchestrator.")
 @click.option("--ui-host", default="127.0.0.1", show_default=True, help="Dashboard address.")
 @click.option("--ui-port", type=click.IntRange(0, 65535), default=8765, show_default=True)
@@ -109,8 +109,8 @@ def run_command(
     state_url: str | None,
     grace: str,
     run_for: str | None,
-    live: bool | None,
     check_imports: bool,
+    live: bool | None,
     ui: bool,
     ui_host: str,
     ui_port: int,
@@ -172,7 +172,7 @@ def _configure_logging(console: Console, live: bool) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S %Z")
         )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -254,9 +254,9 @@ async def _watch(
             seen = max(seen, row.id)
             took = f" in {duration(row.duration)}" if row.duration is not None else ""
             note = f" ({row.note})" if row.note else ""
+            stamp = datetime.now().astimezone().strftime("%H:%M:%S %Z")
             click.echo(
-                f"{datetime.now().strftime('%H:%M:%S')} {row.flow}.{row.job} run {row.id} "
-                f"{row.status.value}{took}{note}",
+                f"{stamp} {row.flow}.{row.job} run {row.id} {row.status.value}{took}{note}",
                 err=True,
             )
         if stopping:
@@ -458,8 +458,6 @@ def consumer_statuses(store: Store, flow: FlowIR, since: datetime) -> list[Consu
         )
         for consumer in sorted(flow.consumers.values(), key=lambda c: c.name)
     ]
-
-
 
 
 def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> FlowStatus:

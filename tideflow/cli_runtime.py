@@ -390,7 +390,7 @@ def _consumer_logs(
         console.print(Text(f'consumer "{consumer}"{where} has logged nothing yet'))
         return
     for line in lines:
-        text = Text(f"{line.at.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ")
+        text = Text(f"{line.at.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')} ")
         text.append(f"{line.level:<7} ", style=LEVEL_STYLES.get(line.level, ""))
         text.append(f"[{line.instance_id}] ", style="dim")
         text.append(line.message)
@@ -418,7 +418,7 @@ def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> 
         console.print(Text(message, style="red"), soft_wrap=True)
         console.print(Text(item.error.traceback.rstrip(), style="dim"), soft_wrap=True)
     for line in lines:
-        stamp = line.at.astimezone().strftime("%H:%M:%S")
+        stamp = line.at.astimezone().strftime("%H:%M:%S %Z")  # labelled: whose clock
         console.print(Text(f"  {stamp} {line.level:<7} {line.message}"), soft_wrap=True)
     for name, text in (("stdout", item.stdout), ("stderr", item.stderr)):
         if text:

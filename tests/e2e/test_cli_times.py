@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from tideflow.runtime.store import Store
 
 from tideflow.cli import main
+
+from .test_cli_reading import record_failed_run
 
 # a New York cron, and a topic nothing publishes to or consumes (W404, W405)
 FLOW = """flow "etl" { timezone = "America/New_York" }
@@ -103,3 +107,15 @@ def test_status_shows_the_next_run_in_the_jobs_zone_labelled(flow: str) -> None:
     report = json.loads(cli("status", flow, "--format", "json").stdout)
     (job,) = report["flows"][0]["jobs"]
     assert job["timezone"] == "America/New_York"
+
+
+def test_logs_label_the_zone_of_each_line(tmp_path: Path) -> None:
+    """A log line's clock time says whose clock it is (the machine's: UTC, CET, +0530...)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store.open(url) as store:
+        _flow_run, extract, _ = record_failed_run(store, log_line="loaded 5 rows")
+    result = CliRunner().invoke(main, ["logs", str(extract), "--state", url])
+    assert result.exit_code == 0, result.output
+    line = next(text for text in result.stdout.splitlines() if "loaded 5 rows" in text)
+    # the clock time, its zone, then the level: `07:52:01 UTC INFO    loaded 5 rows`
+    assert re.search(r"\d\d:\d\d:\d\d [A-Z+-][A-Za-z0-9+-]* +[A-Z]+ +loaded 5 rows", line), line
