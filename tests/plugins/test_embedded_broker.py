@@ -8,10 +8,12 @@ import asyncio
 import os
 import random
 import sqlite3
+import threading
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tideflow.plugins.embedded_broker as embedded
@@ -405,16 +407,34 @@ async def test_closing_gives_the_messages_back_at_once(make: BrokerMaker) -> Non
     assert {m.delivery_count for m in again} == {2}
 
 
-async def test_a_cancelled_consume_gives_back_what_it_claimed(make: BrokerMaker) -> None:
+async def test_a_cancelled_consume_gives_back_what_it_claimed(
+    make: BrokerMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with make(topic()) as broker:
         await broker.ensure_topic("orders", ["g"])
         await broker.publish("orders", out("a", "b"))
-        task = asyncio.create_task(broker.consume("orders", "g", wait=0))
-        await asyncio.sleep(0)  # the claim is now running on the broker's thread
+        # The claim is held on the broker's thread until the consume is cancelled:
+        # a transaction that has started completes, and what it claimed must come back.
+        claiming, may_finish = threading.Event(), threading.Event()
+        claim = broker._claim
+
+        def held_claim(*args: Any) -> Any:
+            claiming.set()
+            may_finish.wait(60)
+            return claim(*args)
+
+        monkeypatch.setattr(broker, "_claim", held_claim)
+        # with the connection taken, the claim cannot run at once on the event loop
+        # (as it may when the connection is free) and goes to the broker's thread
+        with broker._lock:
+            task = asyncio.create_task(broker.consume("orders", "g", wait=0))
+            await asyncio.sleep(0)  # the task submits its claim and waits for it
+        assert await asyncio.to_thread(claiming.wait, 60)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        got = await broker.consume("orders", "g", wait=5.0)
+        may_finish.set()
+        got = await broker.consume("orders", "g", wait=10.0)
     assert values(got) == ["a", "b"]
     assert [m.delivery_count for m in got] == [1, 1]
 
@@ -424,21 +444,24 @@ async def test_a_waiting_consumer_wakes_for_a_publish_from_another_object(
 ) -> None:
     async with make(topic()) as consumer, make(topic()) as publisher:
         await consumer.ensure_topic("orders", ["g"])
-        waiting = asyncio.create_task(consumer.consume("orders", "g", wait=10.0))
+        # the fake clock never brings the lease re-check: only the publish wakes it
+        # (else it returns nothing when `wait` ends)
+        waiting = asyncio.create_task(consumer.consume("orders", "g", wait=60.0))
         await asyncio.sleep(0.05)
         await publisher.publish("orders", out("hello"))
-        got = await asyncio.wait_for(waiting, 2.0)
+        got = await waiting
     assert values(got) == ["hello"]
 
 
 async def test_a_waiting_consumer_wakes_for_its_own_objects_publish(make: BrokerMaker) -> None:
     async with make(topic()) as broker:
         await broker.ensure_topic("orders", ["g"])
-        waiting = asyncio.create_task(broker.consume("orders", "g", wait=10.0))
+        # the fake clock never brings the lease re-check: only the publish wakes it
+        # (else it returns nothing when `wait` ends)
+        waiting = asyncio.create_task(broker.consume("orders", "g", wait=60.0))
         await asyncio.sleep(0.05)
         await broker.publish("orders", out("hello"))
-        # well before the 1 s safety re-check
-        got = await asyncio.wait_for(waiting, 0.5)
+        got = await waiting
     assert values(got) == ["hello"]
 
 
