@@ -73,6 +73,8 @@ async def main():
     node = TopicNode("orders", "main", partitions)
     records = []
     async with EmbeddedBroker({"path": path}, [node]) as broker:
+        await broker.keep_membership("orders", "work")
+        print("joined", flush=True)
         while True:
             batch = await broker.consume("orders", "work", max_messages=100, wait=0.5)
             claimed = time.time()
@@ -214,6 +216,11 @@ async def test_eight_consumer_processes_drain_one_group(
         outputs = [tmp_path / f"worker-{n}.json" for n in range(consumers)]
         for output in outputs:
             spawn(children, script, path, partitions, output, stop)
+        # Every process is a member before the first message: a process that starts
+        # late (the OS decides when) would find the backlog drained by the others.
+        # From then on each owns one partition, and only its owner drains it.
+        for child in children:
+            assert read_line(child) == "joined\n"
         started = time.monotonic()
         for start in range(0, count, 1000):
             await broker.publish(
