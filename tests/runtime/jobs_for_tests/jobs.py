@@ -46,6 +46,27 @@ def mark(ctx: Any) -> None:
     )
 
 
+def crowd(ctx: Any) -> None:
+    """Like `mark`, but first waits until at least params["together"] jobs have
+    started (each leaves a file in params["folder"]): jobs that may run at once are
+    seen running at once however late the OS gives their processes the CPU. Gives up
+    after LIMIT_SECONDS, so an executor that runs them one by one fails the test."""
+    start = time.time()
+    folder = Path(ctx.params["folder"])
+    (folder / f"{ctx.job}.started").touch()
+    deadline = time.monotonic() + LIMIT_SECONDS
+    while (
+        len(list(folder.glob("*.started"))) < int(ctx.params["together"])
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    time.sleep(float(ctx.params.get("seconds", 0)))
+    _append(
+        ctx.params["log"],
+        {"job": ctx.job, "attempt": ctx.attempt, "start": start, "end": time.time()},
+    )
+
+
 def fail(ctx: Any) -> None:
     """Raises ValueError(params["message"])."""
     _raise_value_error(ctx.params.get("message", "bad row 7"))
