@@ -444,24 +444,24 @@ async def test_a_waiting_consumer_wakes_for_a_publish_from_another_object(
 ) -> None:
     async with make(topic()) as consumer, make(topic()) as publisher:
         await consumer.ensure_topic("orders", ["g"])
-        # the fake clock never brings the lease re-check: only the publish wakes it
-        # (else it returns nothing when `wait` ends)
-        waiting = asyncio.create_task(consumer.consume("orders", "g", wait=60.0))
+        # the fake clock never brings the lease re-check: only the publish can wake it
+        # before its `wait` ends (60 s bounds a hang only; it wakes in milliseconds)
+        waiting = asyncio.create_task(consumer.consume("orders", "g", wait=3600.0))
         await asyncio.sleep(0.05)
         await publisher.publish("orders", out("hello"))
-        got = await waiting
+        got = await asyncio.wait_for(waiting, 60.0)
     assert values(got) == ["hello"]
 
 
 async def test_a_waiting_consumer_wakes_for_its_own_objects_publish(make: BrokerMaker) -> None:
     async with make(topic()) as broker:
         await broker.ensure_topic("orders", ["g"])
-        # the fake clock never brings the lease re-check: only the publish wakes it
-        # (else it returns nothing when `wait` ends)
-        waiting = asyncio.create_task(broker.consume("orders", "g", wait=60.0))
+        # the fake clock never brings the lease re-check: only the publish can wake it
+        # before its `wait` ends (60 s bounds a hang only; it wakes in milliseconds)
+        waiting = asyncio.create_task(broker.consume("orders", "g", wait=3600.0))
         await asyncio.sleep(0.05)
         await broker.publish("orders", out("hello"))
-        got = await waiting
+        got = await asyncio.wait_for(waiting, 60.0)
     assert values(got) == ["hello"]
 
 
@@ -653,7 +653,7 @@ async def test_a_call_waits_for_the_lock_off_the_event_loop(
         assert not publishing.done()
         other.execute("COMMIT")
         other.close()
-        await asyncio.wait_for(publishing, 5.0)
+        await asyncio.wait_for(publishing, 60.0)  # bounds a hang only
         assert ticks == 20
         assert values(await broker.consume("orders", "g", wait=0)) == ["waited"]
 
