@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 COUNT = 100_000
 BATCH = 1_000
 CONSUMERS = 3
+HANG = 300.0  # bounds a hang only: what it waits for is a condition
 
 
 async def test_three_consumers_drain_a_hundred_thousand_messages(
@@ -50,12 +51,23 @@ async def test_three_consumers_drain_a_hundred_thousand_messages(
     try:
         await publisher.ensure_topic(topic.name, [group])
         workers = [asyncio.create_task(work(i, b)) for i, b in enumerate(consumers)]
+        # Every consumer owns partitions before the first message: one that joined
+        # late (when the machine gets round to it) would find the others had drained
+        # everything, and its share would prove nothing about the group.
+        joined_by = time.monotonic() + HANG
+
+        def owned() -> list[list[int]]:
+            return [b.assigned_partitions(topic.name, group) for b in consumers]
+
+        while not (all(owned()) and sum(map(len, owned())) == topic.partitions):
+            assert time.monotonic() < joined_by, f"the group never settled: {owned()}"
+            await asyncio.sleep(0.05)
         for start in range(0, COUNT, BATCH):
             await publisher.publish(
                 topic.name, [OutgoingMessage(v, key=v[:7]) for v in values[start : start + BATCH]]
             )
         published = time.monotonic()
-        await asyncio.wait_for(everything.wait(), 60)
+        await asyncio.wait_for(everything.wait(), HANG)
         drained = time.monotonic()
         await asyncio.gather(*workers)
     finally:
