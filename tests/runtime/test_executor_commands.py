@@ -117,7 +117,7 @@ async def test_a_command_timeout_kills_its_process_group(sqlite: Store, tmp_path
     from .jobs_for_tests.harness import process_gone, until
 
     shell, sleeper = (int(p) for p in pids.read_text().split())
-    await until(lambda: process_gone(shell) and process_gone(sleeper), timeout=5)
+    await until(lambda: process_gone(shell) and process_gone(sleeper))
 
 
 async def test_commands_get_the_orchestrators_env_and_the_jobs(
