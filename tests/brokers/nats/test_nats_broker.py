@@ -43,7 +43,7 @@ pytestmark = pytest.mark.anyio
 BrokerMaker = Callable[..., NatsBroker]
 TopicMaker = Callable[..., TopicNode]
 
-WAIT = 10.0  # longest wait for something that must happen
+WAIT = 60.0  # longest wait for something that must happen: bounds a hang only
 
 
 async def backlog_total(broker: NatsBroker, topic: str, group: str) -> int:
@@ -365,7 +365,8 @@ async def test_close_gives_back_what_it_held(brokers: BrokerMaker, new_topic: To
     second = brokers([topic], ack_wait=60.0)
     started = time.monotonic()
     again = await receive(second, topic.name, group, 2, timeout=WAIT)
-    assert time.monotonic() - started < 5.0, "given back at once, not after ack_wait"
+    # half of ack_wait: a loaded machine may take seconds, never the 60 s of ack_wait
+    assert time.monotonic() - started < 30.0, "given back at once, not after ack_wait"
     assert sorted(m.value for m in again) == [b"1", b"2"]
 
 
