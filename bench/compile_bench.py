@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tideflow.dsl.gc_pause import gc_paused
 from tideflow.dsl.loader import load_source
 from tideflow.dsl.parser import reference_parser
 
@@ -146,16 +147,6 @@ def find_compiler() -> CompileSource | None:
     return found
 
 
-def _gc_paused(work: Callable[[str], Any], text: str) -> Any:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return work(text)
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def best_of(runs: int, work: Callable[[], Any]) -> tuple[float, Any]:
     """The shortest wall time of `runs` calls of `work`, and the last call's result."""
     best = float("inf")
@@ -185,8 +176,13 @@ def measure(jobs: int, runs: int, compile_source: CompileSource | None) -> Measu
         errors = sum(1 for d in diagnostics if d.is_error)
         warnings = len(diagnostics) - errors
     lark = reference_parser()
-    # with the collector paused, as tideflow's own parser runs: the same advantage to both
-    baseline, _ = best_of(runs, lambda: _gc_paused(lark.parse, text))
+
+    def bare_lark() -> Any:
+        # with the collector paused, as tideflow's own parser runs: the same advantage to both
+        with gc_paused():
+            return lark.parse(text)
+
+    baseline, _ = best_of(runs, bare_lark)
     return Measurement(jobs, text.count("\n"), parse_seconds, total, baseline, errors, warnings)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import graphviz
+from tideflow.compiler.describe import describe_schedule
 from tideflow.compiler.ir import (
     Backoff,
     BrokerNode,
@@ -29,11 +30,11 @@ from tideflow.compiler.ir import (
     NotifyNode,
     PoolNode,
     RetryPolicy,
-    Schedule,
     TopicNode,
 )
+from tideflow.dsl.durations import format_duration
 
-__all__ = ["FORMATS", "flow_graph", "format_duration", "render", "to_dot"]
+__all__ = ["FORMATS", "flow_graph", "render", "to_dot"]
 
 FORMATS: Final = ("dot", "svg", "png", "pdf")
 """Output formats `render` accepts (`dot` is the graph's source text)."""
@@ -176,7 +177,7 @@ def _node_lines(record: object, ir: FlowIR) -> list[str]:
             if record.partitions > 1:
                 details.append(f"{record.partitions} partitions")
             if record.retention is not None:
-                details.append(f"kept {format_duration(record.retention)}")
+                details.append(f"kept {_written(record.retention)}")
             return [record.name, " · ".join(details)] if details else [record.name]
         case ConsumerNode():
             return [record.name, *_consumer_details(record)]
@@ -192,13 +193,13 @@ def _node_lines(record: object, ir: FlowIR) -> list[str]:
 def _job_details(job: JobNode, ir: FlowIR) -> list[str]:
     details = []
     if job.schedule is not None:
-        details.append(_schedule(job.schedule))
+        details.append(describe_schedule(job.schedule, interval=_written, zone=" · {}"))
     # the flow's defaults are in the title; a job repeats them only when it differs
     policy = []
     if job.retry != ir.info.retry:
         policy.append(_retry(job.retry) if job.retry.attempts > 1 else "no retry")
     if job.timeout is not None and job.timeout != ir.info.timeout:
-        policy.append(f"timeout {format_duration(job.timeout)}")
+        policy.append(f"timeout {_written(job.timeout)}")
     if policy:
         details.append(" · ".join(policy))
     return details
@@ -213,16 +214,10 @@ def _consumer_details(consumer: ConsumerNode) -> list[str]:
         where = "" if rule.backend == "local" else f" on {rule.backend}"
         details.append(f"scale {rule.min}..{rule.max}{where}")
         details.append(
-            f"{rule.lag_per_instance} msgs/instance · poll {format_duration(rule.poll)}"
-            f" · cooldown {format_duration(rule.cooldown)}"
+            f"{rule.lag_per_instance} msgs/instance · poll {_written(rule.poll)}"
+            f" · cooldown {_written(rule.cooldown)}"
         )
     return details
-
-
-def _schedule(schedule: Schedule) -> str:
-    if schedule.kind == "every" and schedule.interval is not None:
-        return f"every {format_duration(schedule.interval)}"
-    return f"cron {schedule.cron} · {schedule.timezone}"
 
 
 def _retry(policy: RetryPolicy) -> str:
@@ -236,9 +231,9 @@ def _retry(policy: RetryPolicy) -> str:
 
 def _backoff(backoff: Backoff) -> str:
     if backoff.kind == "exponential":
-        cap = f"→{format_duration(backoff.cap)}" if backoff.cap is not None else ""
-        return f"exp {format_duration(backoff.initial)}{cap}"
-    return f"fixed {format_duration(backoff.initial)}"
+        cap = f"→{_written(backoff.cap)}" if backoff.cap is not None else ""
+        return f"exp {_written(backoff.initial)}{cap}"
+    return f"fixed {_written(backoff.initial)}"
 
 
 def _title(ir: FlowIR, legend: bool) -> str:
@@ -251,7 +246,7 @@ def _title(ir: FlowIR, legend: bool) -> str:
     if info.retry.attempts > 1:
         defaults.append(_retry(info.retry))
     if info.timeout is not None:
-        defaults.append(f"timeout {format_duration(info.timeout)}")
+        defaults.append(f"timeout {_written(info.timeout)}")
     defaults.append(f"concurrency {info.concurrency}")
     rows.append(_detail("defaults: " + " · ".join(defaults)))
     key = _legend(ir) if legend else ""
@@ -409,14 +404,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def format_duration(seconds: float) -> str:
-    """`90.0` → `1m30s`, `0.5` → `500ms`, `86400.0` → `1d`: as a duration is written."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    remaining = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
+def _written(seconds: float) -> str:
+    # the graph (and the dashboard beside it) has always shown a zero duration as `0ms`
+    return format_duration(seconds, zero="0ms")

@@ -7,16 +7,15 @@ IR (`compiler.ir`, `compiler.irjson`) does not load the parser.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
 from tideflow.dsl.ast import FlowFile
 from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.dsl.gc_pause import gc_paused
 from tideflow.dsl.loader import LoadedFlow, load_flow, load_source
 
 from .allow import drop_allowed
@@ -62,7 +61,7 @@ def compile_flow(
 ) -> CompileResult:
     """Compile the flow whose root file is `path` (includes are followed, inside
     `include_root`: by default the folder of `path`)."""
-    with _gc_paused():
+    with gc_paused():
         loaded = load_flow(path, include_root=include_root)
         found, ir = _check_and_build(loaded, catalog, None)
     return _lint(loaded, found, ir, rules)
@@ -78,7 +77,7 @@ def compile_source(
 ) -> CompileResult:
     """Compile `text` as if read from `path`; includes resolve relative to its folder
     and stay inside `include_root` (by default that folder)."""
-    with _gc_paused():
+    with gc_paused():
         loaded = load_source(text, path, include_root=include_root)
         found, ir = _check_and_build(loaded, catalog, None)
     return _lint(loaded, found, ir, rules)
@@ -92,7 +91,7 @@ def compile_loaded(
     today: date | None = None,
 ) -> CompileResult:
     """Check, build and lint files already loaded. `today` anchors the DST warnings."""
-    with _gc_paused():
+    with gc_paused():
         found, ir = _check_and_build(loaded, catalog, today)
     return _lint(loaded, found, ir, rules)
 
@@ -126,22 +125,3 @@ def _lint(
     found = drop_allowed(found, loaded.files)
     found.sort(key=Diagnostic.sort_key)
     return CompileResult(ir, tuple(found), loaded.sources, loaded.files)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while the compiler builds its (acyclic) objects.
-
-    The parser does the same while parsing. Without it, the collector walks the
-    AST of a large flow again and again while the checks and the IR add to it,
-    and finds nothing: checks and IR of a 10,000-job flow took about five times
-    longer with it running. One pause covers load, checks and IR, so that the
-    collector does not wake between the stages either.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -8,8 +8,6 @@ raises; problems it notices (a bad escape) are collected as diagnostics.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
 import threading
 from collections.abc import Iterator
@@ -26,6 +24,8 @@ from lark.lexer import PatternRE, PatternStr
 
 from . import ast
 from .diagnostics import Diagnostic
+from .durations import seconds_in
+from .gc_pause import gc_paused
 
 __all__ = ["MAX_NESTING", "ParseResult", "decode_source", "parse", "parse_bytes"]
 
@@ -72,7 +72,7 @@ def decode_source(data: bytes, path: str) -> tuple[str, Diagnostic | None]:
 
 
 def parse(text: str, path: str) -> ParseResult:
-    with _LOCK, _gc_paused():
+    with _LOCK, gc_paused():
         _SINK.comments = []
         _SINK.diagnostics = []
         _SINK.path = path
@@ -87,23 +87,6 @@ def parse(text: str, path: str) -> ParseResult:
             found = tuple(_SINK.diagnostics)
     items: tuple[ast.Block | ast.Include, ...] = tree  # the builder's `start` returns a tuple
     return ParseResult(ast.FlowFile(path, text, items, comments), found)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while parsing.
-
-    A large flow makes hundreds of thousands of tokens and nodes, none in a
-    reference cycle; the collector would walk them again and again (about 40%
-    of parse time on a 10,000-job flow) and find nothing.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # --- building the AST ------------------------------------------------------------
@@ -139,30 +122,8 @@ def _first_last(children: list[Any]) -> ast.Span:
     return spans[0].to(spans[-1])
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|s|m|h|d|w)")
-_DURATION_UNITS = {
-    "us": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "w": 604800.0,
-}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|s|m|h|d|w))+")
 # a duration, then blanks up to the end of the searched text (`1h 30m` split in two)
 _SPACED_DURATION = re.compile(r"(?<![\w.])((?:\d+(?:\.\d+)?(?:ms|us|s|m|h|d|w))+)[ \t]+\Z")
-
-
-def _seconds(text: str) -> float:
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a duration written as in the language (`500ms`, `10s`, `1h30m`);
-    None when `text` is not one. For the CLI's options, which take the same form."""
-    text = text.strip()
-    return _seconds(text) if _DURATION.fullmatch(text) else None
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]+)")
@@ -259,7 +220,7 @@ class _Builder(lark.Transformer[Token, Any]):
 
     def duration(self, children: list[Token]) -> ast.Duration:
         (tok,) = children
-        seconds = _seconds(tok.value)
+        seconds = seconds_in(tok.value)
         return ast.Duration(seconds, tok.value, _span(tok))
 
     def size(self, children: list[Token]) -> ast.Size:

@@ -79,6 +79,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from tideflow.compiler.ir import ScaleRule
+from tideflow.dsl.durations import format_duration
 from tideflow.plugins.backends import BacklogFailure, BacklogReading
 
 __all__ = [
@@ -487,16 +488,6 @@ def _explain(steps: list[str], desired: int) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """A duration as a .flow file writes it: `90` -> `1m30s`, `0.5` -> `500ms`."""
-    if seconds < 0:
-        return "-" + format_seconds(-seconds)
-    if 0 < seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60 and seconds != int(seconds):
-        return f"{seconds:.1f}s"
-    remaining, parts = round(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
+    """A duration as a .flow file writes it, a tenth of a second kept under a minute:
+    `90` -> `1m30s`, `0.5` -> `500ms`, `2.5` -> `2.5s` (the scaler's reasons show it)."""
+    return format_duration(seconds, tenths=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from tideflow.compiler.ir import ScaleRule
+from tideflow.dsl import durations
 from tideflow.plugins.backends import BacklogReading
 
 from .decide import ScaleState, decide, format_seconds
@@ -182,21 +183,16 @@ def _span(segment: Segment) -> str:
     return f"{segment.start:g}s-{end}"
 
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+|\d+(?:\.\d+)?")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"(?P<number>[0-9][0-9_]*(?:\.[0-9]+)?)\s*(?:/\s*(?P<unit>s|sec|m|min|h))?")
 _RATE_UNITS: Final = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
     """`"1h30m"`, `"90s"`, `"500ms"` or a bare number of seconds, in seconds."""
-    cleaned = text.strip()
-    if not _DURATION.fullmatch(cleaned):
+    seconds = durations.parse_duration(text, bare_seconds=True)
+    if seconds is None:
         raise ProfileError(f"`{text}` is not a duration (write 90s, 5m, 1h30m or 500ms)")
-    if "".join(c for c in cleaned if not c.isalpha()) == cleaned:
-        return float(cleaned)
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(cleaned))
+    return seconds
 
 
 def parse_rate(text: str) -> float:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import click
 
 from tideflow.cli import EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.dsl.durations import parse_duration
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -48,8 +49,6 @@ def _consumer(flow: FlowIR, name: str) -> ConsumerNode:
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, text: str) -> float:
-    from tideflow.dsl.parser import parse_duration
-
     seconds = parse_duration(text)
     if seconds is None or seconds <= 0:
         raise click.BadParameter(f"{text!r} is not a duration such as 30s or 2m")

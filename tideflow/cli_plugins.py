@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import click
 
+from tideflow.dsl.durations import format_duration
 from tideflow.plugins import BackendEntry, PluginSet, installed_plugins
 
 if TYPE_CHECKING:
@@ -76,18 +77,6 @@ def _console() -> Console:
 
 
 # --- values as a .flow file writes them ---------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    """`30.0` → `30s`, `0.5` → `500ms`, `5400.0` → `1h30m`."""
-    if 0 < seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    remaining, parts = round(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
 
 
 def format_value(value: object, vtype: ValueType) -> str:

@@ -39,8 +39,9 @@ from tideflow.cli_runtime import (
     wait_for_run,
     when,
 )
+from tideflow.compiler.describe import describe_schedule
 from tideflow.compiler.ir import FlowIR, JobNode
-from tideflow.dsl.parser import parse_duration
+from tideflow.dsl.durations import parse_duration
 from tideflow.runtime import redaction
 from tideflow.runtime.model import FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
@@ -52,27 +53,24 @@ from tideflow.runtime.store import Store
 def parse_seconds(text: str) -> float:
     """A duration as the language writes it (`30s`, `2m`, `500ms`, `1h30m`), or a plain
     number of seconds."""
-    seconds = parse_duration(text)
-    if seconds is None:
-        try:
-            seconds = float(text)
-        except ValueError:
-            raise click.BadParameter(
-                f"{text!r} is not a duration such as 30s, 2m or 500ms"
-            ) from None
-    if seconds < 0:
+    seconds = parse_duration(text, bare_seconds=True)
+    if seconds is not None:
+        return seconds
+    if text.strip().startswith("-"):
         raise click.BadParameter("a duration cannot be negative")
-    return seconds
+    raise click.BadParameter(f"{text!r} is not a duration such as 30s, 2m or 500ms")
 
 
-def describe_schedule(job: JobNode) -> str:
+def _job_schedule(job: JobNode) -> str:
+    """What starts `job`, as the status tables say it (`every 90s`, `cron 0 2 * * * Europe/Paris`,
+    `after extract`, `manual`)."""
     if job.schedule is None:
         return f"after {', '.join(job.after)}" if job.after else "manual"
-    if job.schedule.kind == "every":
-        seconds = job.schedule.interval or 0.0
-        return f"every {seconds:g}s" if seconds < 120 else f"every {duration(seconds)}"
-    zone = "" if job.schedule.timezone == "UTC" else f" {job.schedule.timezone}"
-    return f"cron {job.schedule.cron}{zone}"
+    return describe_schedule(job.schedule, interval=_interval, zone=" {}", show_utc=False)
+
+
+def _interval(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds < 120 else duration(seconds)
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -296,7 +294,7 @@ def _live_view(orchestrator: Orchestrator, uptime: float, width: int) -> Group:
             rows.append(
                 (
                     job.name,
-                    describe_schedule(job),
+                    _job_schedule(job),
                     human_delta((now - fire).total_seconds()) if fire else "-",
                     last_cell,
                     duration(row.duration) if row else "-",
@@ -468,7 +466,7 @@ def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> F
     jobs = [
         JobStatus(
             job=job.name,
-            schedule=describe_schedule(job),
+            schedule=_job_schedule(job),
             next_run=next_fire(job.schedule, now) if job.schedule else None,
             last_run=last.get(job.name),
             counts=dict(per_job.get(job.name, {})),

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tideflow.cli import UsageProblem
-from tideflow.dsl.parser import parse_duration
+from tideflow.dsl.durations import parse_duration
 from tideflow.runtime.model import AttemptRow, ErrorInfo, FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.store import STATE_ENV, Store, StoreError, StoreNotFound
 

@@ -8,7 +8,7 @@ import shutil
 
 import graphviz
 import pytest
-from tideflow.compiler.graph import FORMATS, flow_graph, format_duration, render, to_dot
+from tideflow.compiler.graph import FORMATS, flow_graph, render, to_dot
 from tideflow.compiler.ir import (
     Backoff,
     BrokerNode,
@@ -24,6 +24,7 @@ from tideflow.compiler.ir import (
     Schedule,
     TopicNode,
 )
+from tideflow.dsl.durations import format_duration
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is missing")
 

@@ -19,9 +19,10 @@ from tideflow.compiler.schema import (
     MapType,
     StringType,
 )
+from tideflow.dsl.durations import format_duration
 from tideflow.plugins import BackendRegistry, Notifier, NotifyEvent, hookimpl, load_plugins
 
-from tideflow.cli_plugins import format_duration, format_value, plugins_command
+from tideflow.cli_plugins import format_value, plugins_command
 
 pytestmark = pytest.mark.usefixtures("no_installed_plugins")
 

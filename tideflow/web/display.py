@@ -6,6 +6,7 @@ Times are shown on the wall clock of one display zone (the server's, unless
 
 from __future__ import annotations
 
+import functools
 import os
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tideflow.cli_runtime import duration, human_delta
-from tideflow.compiler.graph import format_duration
+from tideflow.dsl.durations import format_duration
 
 __all__ = ["STATUS_ORDER", "STATUS_TONES", "Display", "local_zone_name", "number", "tone"]
 
@@ -123,7 +124,7 @@ class Display:
             "ago": self.ago,
             "full_time": self.full,
             "duration": duration,
-            "span": format_duration,
+            "span": functools.partial(format_duration, zero="0ms"),  # as the graph shows zero
             "tone": tone,
             "number": number,
             "iso": lambda moment: moment.isoformat() if moment else "",

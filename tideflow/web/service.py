@@ -9,6 +9,7 @@ orchestrator running the flow picks them up.
 from __future__ import annotations
 
 import difflib
+import functools
 import heapq
 import itertools
 import shlex
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Final
 
-from tideflow.compiler.graph import format_duration
+from tideflow.compiler.describe import describe_schedule
 from tideflow.compiler.ir import (
     ConsumerNode,
     EnvRef,
@@ -32,6 +33,7 @@ from tideflow.compiler.ir import (
     SecretRef,
 )
 from tideflow.compiler.irjson import from_json
+from tideflow.dsl.durations import format_duration
 from tideflow.runtime.model import (
     AttemptRow,
     InstanceRow,
@@ -484,7 +486,7 @@ class Dashboard:
                 UpcomingJob(
                     flow=flow_name,
                     job=job_name,
-                    schedule=describe_schedule(schedule),
+                    schedule=_describe_schedule(schedule),
                     count=total,
                     exact=exact,
                     first=first,
@@ -712,10 +714,11 @@ def _command_text(command: object) -> str:
     return describe_value(command)
 
 
-def describe_schedule(schedule: Schedule) -> str:
-    if schedule.kind == "every" and schedule.interval is not None:
-        return f"every {format_duration(schedule.interval)}"
-    return f"cron {schedule.cron} ({schedule.timezone})"
+_ZERO: Final = "0ms"  # the dashboard has always shown a zero duration so, as the graph does
+
+
+def _describe_schedule(schedule: Schedule) -> str:
+    return describe_schedule(schedule, interval=functools.partial(format_duration, zero=_ZERO))
 
 
 def _retry_text(policy: RetryPolicy) -> str | None:
@@ -725,10 +728,14 @@ def _retry_text(policy: RetryPolicy) -> str | None:
     backoff = policy.backoff
     if backoff is not None:
         if backoff.kind == "exponential":
-            cap = f" up to {format_duration(backoff.cap)}" if backoff.cap is not None else ""
-            text += f", exponential from {format_duration(backoff.initial)}{cap}"
+            cap = (
+                f" up to {format_duration(backoff.cap, zero=_ZERO)}"
+                if backoff.cap is not None
+                else ""
+            )
+            text += f", exponential from {format_duration(backoff.initial, zero=_ZERO)}{cap}"
         else:
-            text += f", {format_duration(backoff.initial)} apart"
+            text += f", {format_duration(backoff.initial, zero=_ZERO)} apart"
     if policy.jitter:
         text += ", with jitter"
     return text
@@ -744,7 +751,7 @@ def _job_info(
         name=job.name,
         description=job.description,
         runs=job.run if job.run else _command_text(job.command),
-        schedule=describe_schedule(job.schedule) if job.schedule else None,
+        schedule=_describe_schedule(job.schedule) if job.schedule else None,
         timezone=job.schedule.timezone if job.schedule else None,
         after=list(job.after),
         trigger_rule=job.trigger,
