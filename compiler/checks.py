@@ -11,13 +11,12 @@ block is collected, and the converted values are handed to `compiler.build`.
 
 from __future__ import annotations
 
-import difflib
 import re
 import zoneinfo
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any, Final, TypeAlias
 
 import networkx as nx
@@ -25,6 +24,7 @@ from tideflow.dsl import ast
 from tideflow.dsl.ast import Attribute, Block, Call, MapEntry, Span, expr_kind
 from tideflow.dsl.diagnostics import Diagnostic, Related
 from tideflow.dsl.loader import LoadedFlow
+from tideflow.dsl.suggest import suggest
 
 from . import cron as cronlib
 from . import schema as s
@@ -124,22 +124,6 @@ def check_flow(loaded: LoadedFlow, catalog: s.Catalog, *, today: date | None = N
 # --- helpers -----------------------------------------------------------------------------
 
 
-def suggest(word: str, choices: Iterable[str], template: str = "`{}`") -> str | None:
-    """`did you mean ...?` when `choices` holds a close match for `word`."""
-    close = _closest(word, tuple(choices))
-    return f"did you mean {template.format(close)}?" if close is not None else None
-
-
-@lru_cache(maxsize=4096)
-def _closest(word: str, pool: tuple[str, ...]) -> str | None:
-    # cached: a generated flow may repeat one misspelling thousands of times, and
-    # difflib takes a fraction of a millisecond for each
-    close = difflib.get_close_matches(word, pool, n=1)
-    if close:
-        return close[0]
-    return {c.lower(): c for c in pool}.get(word.lower())
-
-
 def head_span(block: Block) -> Span:
     """`job "extract"`: where a message about a whole block points."""
     return block.type_span.to(block.label.span) if block.label else block.type_span
@@ -156,7 +140,7 @@ def _zone_suggestion(text: str) -> str | None:
     # cached: a flow may repeat one misspelt zone in many jobs
     zones = zoneinfo.available_timezones()
     folded = {name.lower(): name for name in zones}.get(text.lower())
-    return f'did you mean "{folded}"?' if folded else suggest(text, zones, '"{}"')
+    return f'did you mean "{folded}"?' if folded else suggest(text, zones, '"{}"', fold_case=True)
 
 
 _NAME_CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
@@ -285,7 +269,7 @@ class _Checker:
         whose references are all misspelt is still reported in seconds.
         """
         if len(names) <= 1000:
-            return suggest(word, names, template)
+            return suggest(word, names, template, fold_case=True)
         close = _one_edit_away(word, names, self._alphabet(names))
         return f"did you mean {template.format(close)}?" if close else None
 
@@ -356,7 +340,7 @@ class _Checker:
                     "E201",
                     f"unknown block type `{block.type}`",
                     block.type_span,
-                    help=suggest(block.type, s.BLOCKS),
+                    help=suggest(block.type, s.BLOCKS, fold_case=True),
                 )
                 continue
             name = self._label(block, schema)
@@ -461,7 +445,7 @@ class _Checker:
             f'unknown {schema.backend_kind} "{value.value}" in {owner}',
             value.span,
             label=f"available {words}: {', '.join(available)}" if available else None,
-            help=suggest(value.value, available, '"{}"'),
+            help=suggest(value.value, available, '"{}"', fold_case=True),
         )
         return None, False
 
@@ -538,14 +522,14 @@ class _Checker:
                 "E202",
                 f"unknown block `{name}` in {owner}",
                 span,
-                help=suggest(name, blocks) or suggest(name, table),
+                help=suggest(name, blocks, fold_case=True) or suggest(name, table, fold_case=True),
             )
         else:
             self.error(
                 "E202",
                 f"unknown attribute `{name}` in {owner}",
                 span,
-                help=suggest(name, table),
+                help=suggest(name, table, fold_case=True),
             )
 
     def _nested(self, block: Block, spec: s.Field, name: str, owner: str) -> Any:
@@ -619,7 +603,7 @@ class _Checker:
             "E216",
             f"unknown function `{call.function}`",
             call.function_span,
-            help=suggest(call.function, s.FUNCTIONS, "`{}()`"),
+            help=suggest(call.function, s.FUNCTIONS, "`{}()`", fold_case=True),
         )
 
     def _string(self, expr: Any, vtype: s.StringType, name: str, owner: str) -> Any:
@@ -680,7 +664,7 @@ class _Checker:
             f"invalid value `{text}` for `{name}` in {owner}",
             expr.span,
             label="expected one of: " + ", ".join(choices),
-            help=suggest(text, choices),
+            help=suggest(text, choices, fold_case=True),
         )
 
     def _int(self, expr: Any, vtype: s.IntType, name: str, owner: str) -> Any:
@@ -902,7 +886,7 @@ class _Checker:
                     "E216",
                     f"{call.function}() has no argument `{keyword.name}`",
                     keyword.name_span,
-                    help=suggest(keyword.name, keywords) or f"write {usage}",
+                    help=suggest(keyword.name, keywords, fold_case=True) or f"write {usage}",
                 )
                 ok = False
                 continue

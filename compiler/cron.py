@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import bisect
 import calendar
-import difflib
 import heapq
 import re
 import zoneinfo
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -42,6 +41,7 @@ from typing import Final
 
 from croniter import croniter
 from croniter.croniter import CroniterError
+from tideflow.dsl.suggest import suggest
 
 __all__ = [
     "ALIASES",
@@ -113,7 +113,7 @@ def check_cron(expression: str) -> CronProblem | None:
                 words[0].start(),
                 words[0].end(),
                 label="aliases: " + ", ".join(ALIASES),
-                help=_did_you_mean(alias, ALIASES),
+                help=suggest(alias, ALIASES),
             )
         return CronProblem(f"cron alias `{alias}` stands alone", words[1].start(), words[-1].end())
     if len(words) not in (5, 6):
@@ -167,11 +167,6 @@ def _expands(expression: str) -> bool:
     except (CroniterError, ValueError, KeyError, IndexError):
         return False
     return True
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean `{close[0]}`?" if close else None
 
 
 @cache

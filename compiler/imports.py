@@ -15,7 +15,6 @@ when the job first runs, possibly at night.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import pkgutil
@@ -28,6 +27,7 @@ from typing import Any
 
 from tideflow.dsl.ast import Attribute, Block, FlowFile, Span
 from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.dsl.suggest import closest, suggest
 
 from .ir import FlowIR
 
@@ -124,7 +124,7 @@ def _check(
             f"{owner} runs `{target}`, but module `{module_name}` has no `{attribute}`",
             span,
             label=f"no `{attribute}` in `{module_name}`",
-            help=_suggest(attribute, _callables(module)),
+            help=suggest(attribute, _callables(module)),
         )
     if not callable(function):
         return Diagnostic(
@@ -189,19 +189,14 @@ def _callables(module: ModuleType) -> list[str]:
     return [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean `{close[0]}`?" if close else None
-
-
 def _module_suggestion(missing: str, target: str, folder: str | None) -> str | None:
     """The target with a close name among the top-level modules of the flow's folder,
     for a misspelt first part (`handlers.jobs:extract` for `handlerz.jobs:extract`)."""
     if folder is None or "." in missing:
         return None
     names = [m.name for m in pkgutil.iter_modules([folder])]
-    close = difflib.get_close_matches(missing, names, n=1)
-    return f"did you mean `{close[0]}{target[len(missing) :]}`?" if close else None
+    close = closest(missing, names)
+    return f"did you mean `{close}{target[len(missing) :]}`?" if close else None
 
 
 _SEARCHED = "modules are looked for in the flow file's folder, then in the installed packages"

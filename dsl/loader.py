@@ -13,7 +13,6 @@ so that compiling text one was given cannot read, and echo, any file on the mach
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from . import ast
 from .diagnostics import Diagnostic
 from .parser import decode_source, parse
+from .suggest import closest
 
 __all__ = ["LoadedFlow", "load_flow", "load_source"]
 
@@ -237,7 +237,7 @@ def _similar_file(missing: str, written: str) -> str | None:
         names = [p.name for p in Path(missing).parent.iterdir() if p.suffix == ".flow"]
     except OSError:
         return None
-    close = difflib.get_close_matches(Path(missing).name, names, n=1)
-    if not close:
+    close = closest(Path(missing).name, names)
+    if close is None:
         return None
-    return f'did you mean "{(Path(written).parent / close[0]).as_posix()}"?'
+    return f'did you mean "{(Path(written).parent / close).as_posix()}"?'

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, final
+
+from tideflow.dsl.suggest import suggest  # imports nothing else of tideflow
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, TopicNode
@@ -260,8 +261,8 @@ class Backend(abc.ABC):
         what = f'{cls.kind} "{cls.name}"'
         for key in config:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
+                close = suggest(key, known)
+                hint = f"; {close}" if close else ""
                 raise BackendConfigError(f"unknown option `{key}` for {what}{hint}")
         for key, value in config.items():
             if _contains_unresolved(value):

@@ -12,7 +12,6 @@ functions), so that `tideflow.compiler` may import `tideflow.plugins` freely.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import importlib.metadata
@@ -26,6 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
+from tideflow.dsl.suggest import suggest
 
 from . import hookspecs
 from .backends import Backend, Broker, Notifier, Scaler, backend_summary
@@ -184,8 +184,8 @@ class PluginSet:
         if name in entries:
             return entries[name]
         available = ", ".join(sorted(entries)) or "none"
-        close = difflib.get_close_matches(name, entries, n=1)
-        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        close = suggest(name, entries, '"{}"')
+        hint = f" ({close})" if close else ""
         raise UnknownBackendError(f'unknown {kind} "{name}"{hint}; available {kind}s: {available}')
 
     def find(self, name: str) -> list[BackendEntry]:
@@ -313,8 +313,8 @@ def _validate_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     known = _hook_names()
     for caller in pm.get_hookcallers(plugin) or ():
         if not caller.has_spec():
-            close = difflib.get_close_matches(caller.name, known, n=1)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            close = suggest(caller.name, known)
+            hint = f" ({close})" if close else ""
             problems.append(f"implements unknown hook `{caller.name}`{hint}")
     # a function with a hook's name but no marker is silently ignored by pluggy;
     # that is nearly always a forgotten `@tideflow.hookimpl`

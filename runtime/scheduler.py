@@ -34,7 +34,6 @@ task wakes at least every `max_sleep` seconds, so it doubles as a heartbeat.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import heapq
 import inspect
 import logging
@@ -46,6 +45,7 @@ from typing import Any, Protocol, TypeAlias, final
 
 import sqlalchemy as sa
 from tideflow.compiler.ir import FlowIR, JobNode, Schedule
+from tideflow.dsl.suggest import suggest
 
 from .clock import Clock
 from .model import TriggerKind
@@ -197,8 +197,8 @@ class Scheduler:
         if self._closed:
             raise RuntimeError("the scheduler is closed")
         if job not in self._jobs:
-            close = difflib.get_close_matches(job, list(self._jobs), n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
+            close = suggest(job, self._jobs)
+            hint = f"; {close}" if close else ""
             raise ValueError(f'unknown job `{job}` in flow "{self.flow}"{hint}')
         request = FireRequest(
             flow=self.flow,

@@ -9,7 +9,6 @@ an unknown consumer or an unreachable state store is a usage problem (exit 2).
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from tideflow.cli import (
     _write_output,
 )
 from tideflow.cli_runtime import emit_json, empty_store, state_option, when
+from tideflow.dsl.suggest import suggest
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,9 +70,9 @@ def _scaled_consumer(ir: FlowIR, name: str | None) -> tuple[ConsumerNode, ScaleR
             )
     consumer = consumers.get(name)
     if consumer is None:
-        close = difflib.get_close_matches(name, list(consumers), n=1)
+        close = suggest(name, consumers)
         if close:
-            hint = f"; did you mean `{close[0]}`?"
+            hint = f"; {close}"
         elif consumers:
             hint = f" (consumers: {', '.join(sorted(consumers))})"
         else:

@@ -12,7 +12,6 @@ names no dead letter).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -21,6 +20,7 @@ import click
 
 from tideflow.cli import EXIT_PROBLEMS, UsageProblem, _error, load_flow
 from tideflow.dsl.durations import parse_duration
+from tideflow.dsl.suggest import suggest
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -38,9 +38,9 @@ def _consumer(flow: FlowIR, name: str) -> ConsumerNode:
     consumer = flow.consumers.get(name)
     if consumer is not None:
         return consumer
-    close = difflib.get_close_matches(name, list(flow.consumers), n=1)
+    close = suggest(name, flow.consumers)
     if close:
-        hint = f"; did you mean `{close[0]}`?"
+        hint = f"; {close}"
     elif flow.consumers:
         hint = f" (consumers: {', '.join(sorted(flow.consumers))})"
     else:

@@ -11,7 +11,6 @@ Exit status: 0; 1 when a plugin has a problem (it is listed after the table);
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import click
 
 from tideflow.dsl.durations import format_duration
+from tideflow.dsl.suggest import suggest
 from tideflow.plugins import BackendEntry, PluginSet, installed_plugins
 
 if TYPE_CHECKING:
@@ -210,10 +210,10 @@ def _find(plugins: PluginSet, name: str) -> BackendEntry:
         forms = " or ".join(f"`{e.kind}:{e.name}`" for e in candidates)
         raise _UsageProblem(f"`{name}` names several backends; say which: {forms}")
     available = [f"{k}:{n}" for k in KINDS for n in plugins.names(k) if not kind or k == kind]
-    close = difflib.get_close_matches(bare, [a.split(":", 1)[1] for a in available], n=1)
+    close = suggest(bare, [a.split(":", 1)[1] for a in available])
     message = f"unknown backend `{name}`; available: {', '.join(available) or 'none'}"
     if close:
-        message += f"\n  help: did you mean `{close[0]}`?"
+        message += f"\n  help: {close}"
     raise _UsageProblem(message)
 
 

@@ -42,6 +42,7 @@ from tideflow.cli_runtime import (
 from tideflow.compiler.describe import describe_schedule
 from tideflow.compiler.ir import FlowIR, JobNode
 from tideflow.dsl.durations import parse_duration
+from tideflow.dsl.suggest import suggest
 from tideflow.runtime import redaction
 from tideflow.runtime.model import FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
@@ -357,10 +358,8 @@ def trigger_command(
     flow = load_flow(file)
     name = flow.info.name
     if job not in flow.jobs:
-        import difflib
-
-        close = difflib.get_close_matches(job, list(flow.jobs), n=1)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
+        close = suggest(job, flow.jobs)
+        hint = f"; {close}" if close else ""
         raise click.ClickException(f'flow "{name}" has no job `{job}`{hint}')
     values = parse_params(params)
     limit = parse_seconds(timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import click
 
 from tideflow.cli import EXIT_OK, EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.dsl.suggest import suggest
 from tideflow.runtime import redaction
 from tideflow.runtime.consumer import LIFELINE_ENV, PARENT_ENV
 
@@ -98,9 +98,9 @@ def _consumer(flow: FlowIR, name: str, file: str) -> ConsumerNode:
     found = consumers.get(name)
     if found is not None:
         return found
-    close = difflib.get_close_matches(name, list(consumers), n=1)
+    close = suggest(name, consumers)
     if close:
-        hint = f"; did you mean `{close[0]}`?"
+        hint = f"; {close}"
     elif consumers:
         hint = f" (consumers: {', '.join(sorted(consumers))})"
     else:

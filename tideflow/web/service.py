@@ -8,7 +8,6 @@ orchestrator running the flow picks them up.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import heapq
 import itertools
@@ -34,6 +33,7 @@ from tideflow.compiler.ir import (
 )
 from tideflow.compiler.irjson import from_json
 from tideflow.dsl.durations import format_duration
+from tideflow.dsl.suggest import suggest
 from tideflow.runtime.model import (
     AttemptRow,
     InstanceRow,
@@ -1044,5 +1044,5 @@ def _zone_name(zone: tzinfo) -> str:
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean `{close[0]}`?" if close else ""
+    close = suggest(name, known)
+    return f"; {close}" if close else ""
