@@ -1,9 +1,9 @@
 """Shared helpers of the plugin tests.
 
-The helper modules `reference_backends` and `fake_dists` are imported by name, here
-and in the separate pytest processes that run the contract suite (through
-PYTHONPATH); pytest's importlib mode does not put this folder on sys.path, so
-they are loaded explicitly.
+The helper modules `reference_backends`, `fake_dists` and `fake_kubernetes` (a stand-in
+for the Kubernetes API server) are imported by name, here and in the separate pytest
+processes that run the contract suite (through PYTHONPATH); pytest's importlib mode
+does not put this folder on sys.path, so they are loaded explicitly.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def _load_helper(name: str) -> None:
 
 _load_helper("reference_backends")
 _load_helper("fake_dists")
+_load_helper("fake_kubernetes")
 
 from fake_dists import FakeDistribution, FakeFinder, FakeInstall  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The `kubernetes` scaler, driven through the official `kubernetes` client.
 
 No Kubernetes API server can run on this machine (nor on CI's); the scaler is
-tested against `tideflow.testing.fake_kubernetes.FakeKubernetes`, started per
+tested against `fake_kubernetes.FakeKubernetes` (in this folder), started per
 test on a free loopback port. This fake implements the scale subresource's
 GET/PATCH (and PUT) as the Kubernetes API reference documents them (an
 `autoscaling/v1` Scale whose `spec.replicas` is omitted at zero, `Status` objects
@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_kubernetes import FakeKubernetes
 from tideflow.compiler import compile_source
 from tideflow.compiler.ir import ConsumerNode, ScaleRule
 from tideflow.plugins.backends import (
@@ -40,7 +41,6 @@ from tideflow.plugins.kubernetes_scaler import ATTEMPTS, KubernetesScaler, Workl
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import ScalerContract, ScalerFactory
-from tideflow.testing.fake_kubernetes import FakeKubernetes
 
 pytestmark = pytest.mark.anyio
 
