@@ -289,7 +289,13 @@ async def test_scaling_out_shares_the_backlog(
                 consumer.consumes,
                 [OutgoingMessage(encode_payload({"id": i})) for i in range(MESSAGES)],
             )
+        # the server counts a durable's pending messages a moment after it acknowledged
+        # the publish (NATS does so asynchronously): wait for the count, not for time
         reading = await broker.backlog(consumer.consumes, consumer.group)
+        deadline = time.monotonic() + 60
+        while reading.total != MESSAGES and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            reading = await broker.backlog(consumer.consumes, consumer.group)
         assert reading.total == MESSAGES
         if kind != "nats":
             assert set(reading.per_partition.values()) == {LAG_PER_INSTANCE}
