@@ -64,6 +64,18 @@ class StoreNotFound(StoreError):
     """`Store.open(..., create=False)` found no store where the URL points."""
 
 
+def _holds_store(engine: sa.Engine) -> bool:
+    """Whether the database holds a store: a migration revision, not merely alembic's
+    table. The process creating a store makes that table (and, SQLite's DDL being
+    outside the migration's transaction, the first tables) before it records the
+    revision; a reader that took that for an old store would migrate it as well,
+    and the creator's own migration would then fail (`table flows already exists`)."""
+    if not sa.inspect(engine).has_table("alembic_version"):
+        return False
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision() is not None
+
+
 def default_url() -> str:
     """The store used when neither a URL nor $TIDEFLOW_STATE names one: `state.db` in the
     user's state folder (`~/.local/state/tideflow` on Linux, `$XDG_STATE_HOME` when set)."""
@@ -148,7 +160,7 @@ class Store:
         try:
             engine = _create_engine(url)
             store = cls(engine)
-            if not create and not sa.inspect(engine).has_table("alembic_version"):
+            if not create and not _holds_store(engine):
                 engine.dispose()
                 raise StoreNotFound(f"{_safe_url(url)} holds no tideflow state store")
             if migrate:
