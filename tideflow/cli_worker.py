@@ -1,7 +1,10 @@
 """`tideflow worker FILE CONSUMER`: run one instance of a consumer until told to stop.
 
 This is what the `local` scaler starts (one OS process per instance) and what a
-container runs under Kubernetes. The instance consumes until SIGTERM or SIGINT,
+container runs under Kubernetes. With `--ir IR.json` (or `TIDEFLOW_FLOW_IR`) the
+instance reads the flow's compiled IR (`tideflow compile`'s output) instead of
+compiling FILE: it runs the flow exactly as compiled, and never loads the compiler.
+The instance consumes until SIGTERM or SIGINT,
 then drains (see `tideflow.runtime.consumer`); a SIGINT during the drain exits at
 once (a repeated SIGTERM does not: one stop may deliver it twice).
 """
@@ -10,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import click
 
 from tideflow.cli import EXIT_OK, EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.compiler.irjson import from_json
 from tideflow.dsl.suggest import suggest
 from tideflow.runtime import redaction
 from tideflow.runtime.consumer import LIFELINE_ENV, PARENT_ENV
@@ -41,6 +48,8 @@ LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # together wait for one another this many times
 STORE_OPEN_ATTEMPTS: Final = 5
 PR_SET_PDEATHSIG: Final = 1
+#: The environment variable `--ir` defaults to (a path, e.g. a file mounted in a pod).
+IR_ENV: Final = "TIDEFLOW_FLOW_IR"
 
 
 @click.command("worker")
@@ -60,8 +69,21 @@ PR_SET_PDEATHSIG: Final = 1
     default=None,
     help="This instance's id in the state store (default: CONSUMER-<random>).",
 )
+@click.option(
+    "--ir",
+    "ir_path",
+    metavar="IR.json",
+    envvar=IR_ENV,
+    default=None,
+    help="Run the flow as compiled in this IR JSON file (`tideflow compile FILE -o "
+    f"IR.json`) instead of compiling FILE (default: ${IR_ENV}).",
+)
 def worker_command(
-    file: str, consumer_name: str, state_url: str | None, instance_id: str | None
+    file: str,
+    consumer_name: str,
+    state_url: str | None,
+    instance_id: str | None,
+    ir_path: str | None,
 ) -> None:
     """Run one instance of CONSUMER of the flow FILE until SIGTERM or SIGINT.
 
@@ -74,7 +96,7 @@ def worker_command(
     3 the instance failed, 4 the drain ran out of time.
     """
     _configure_logging()
-    flow = load_flow(file)
+    flow = load_flow(file) if ir_path is None else _read_ir(ir_path, file)
     consumer = _consumer(flow, consumer_name, file)
     code = _run(flow, consumer, state_url, instance_id or _new_instance_id(consumer.name))
     _exit(code)
@@ -106,6 +128,31 @@ def _consumer(flow: FlowIR, name: str, file: str) -> ConsumerNode:
     else:
         hint = " (it has no consumers)"
     raise UsageProblem(f'flow "{flow.info.name}" ({file}) has no consumer `{name}`{hint}')
+
+
+def _read_ir(ir_path: str, file: str) -> FlowIR:
+    """The flow compiled in the IR JSON file `ir_path`, which must be of a file named
+    as FILE is (it may have been compiled elsewhere): an IR that cannot be read is a
+    usage problem (exit 2), one that is not a valid IR of such a file a
+    configuration problem (exit 1)."""
+    try:
+        text = Path(ir_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageProblem(f"cannot read the IR `{ir_path}`: {reason.lower()}") from None
+    try:
+        flow = from_json(json.loads(text))
+    except ValueError as exc:  # json.JSONDecodeError included
+        _configuration_problem(f"`{ir_path}` is not a tideflow IR: {exc}")
+    source = flow.info.source
+    if not source or Path(source).name != Path(file).name:
+        _configuration_problem(
+            f'`{ir_path}` is the IR of flow "{flow.info.name}" compiled from '
+            f"`{source or '<string>'}`, not from `{file}`"
+        )
+    # FILE says where the flow is on this machine (its handlers, relative paths),
+    # as it does when the instance compiles it: the IR may come from elsewhere
+    return dataclasses.replace(flow, info=dataclasses.replace(flow.info, source=file))
 
 
 def _new_instance_id(consumer: str) -> str:
