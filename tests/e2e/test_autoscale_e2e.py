@@ -295,10 +295,17 @@ def test_a_burst_scales_to_max_survives_a_sigkill_and_returns_to_min(
         # held unacknowledged (max_in_flight = 1) may come twice
         assert len(twice) <= 1, f"handled twice: {twice}"
     else:
-        # Kafka commits acknowledged offsets in the background (every 50 ms at most),
-        # and the scale-up, the kill and the scale-down each rebalance the group: a
-        # few acknowledged but not yet committed messages may come again
-        assert len(twice) <= MESSAGES // 50, f"handled twice: {twice}"
+        # Kafka commits acknowledged offsets in the background, and no commit lands
+        # while the group rebalances: what the killed instance acknowledged since its
+        # last commit comes again, however many that is (more on a loaded machine,
+        # where commits and rebalances take longer). Any other message may come twice
+        # only when a rebalance took its partition while its instance held it (one
+        # at a time: max_in_flight = 1), so those stay few.
+        by_victim = {int(line) for line in (out / f"{victim}.ids").read_text().split()}
+        elsewhere = [i for i in twice if i not in by_victim]
+        assert len(elsewhere) <= MESSAGES // 50, (
+            f"handled twice, not by the killed one: {elsewhere}"
+        )
 
     applied = [d for d in after_burst if d.applied]
     up = next(d for d in applied if d.desired == MAX)
