@@ -90,11 +90,15 @@ class BackendContext:
 
     `block` is the name of the block that configured it (`broker "main"` gives
     "main"); `source` is the `.flow` file, and relative paths in options are
-    relative to its directory (`base_dir`).
+    relative to its directory (`base_dir`). `flow_ir_json` is the flow's compiled
+    IR as JSON text (what `tideflow compile` prints), given to scalers so that
+    the instances they start run the flow their orchestrator runs, without
+    compiling `source` again (None when the caller has no IR).
     """
 
     block: str = ""
     source: Path | None = None
+    flow_ir_json: str | None = field(default=None, repr=False)
 
     @property
     def base_dir(self) -> Path:

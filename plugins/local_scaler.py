@@ -1,8 +1,13 @@
 """The `local` scaler: consumer instances as supervised OS processes on this machine.
 
-Each instance is `PYTHON -m tideflow worker FILE CONSUMER --instance-id ID`, in a
-process group (session) of its own, where PYTHON is the `python` option (default:
-this interpreter) and FILE the flow's source file. Instances inherit this
+Each instance is `PYTHON -m tideflow worker FILE CONSUMER --instance-id ID --ir IR`,
+in a process group (session) of its own, where PYTHON is the `python` option
+(default: this interpreter), FILE the flow's source file and IR a private file
+holding the flow's IR JSON as the orchestrator compiled it
+(`BackendContext.flow_ir_json`; written at the first start, removed by
+`aclose()`): instances run that flow and never compile FILE again, so an edit
+of FILE reaches them only through a new orchestrator. Without an IR in the
+context, `--ir` is left out and instances compile FILE. Instances inherit this
 process's environment, so the state store the orchestrator uses
 (`TIDEFLOW_STATE`) is theirs too; their output is forwarded, a line at a time,
 to the `tideflow.worker` logger, and its last lines are kept for `health()`.
@@ -44,6 +49,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -321,6 +327,7 @@ class LocalScaler(Scaler):
         self._numbers = 0
         self._reaped = False
         self._closed = False
+        self._ir_file: Path | None = None  # the flow's IR, once written for instances
 
     def _interpreter(self, option: object) -> str:
         """The `python` option: a bare name is looked up on PATH when an instance
@@ -391,6 +398,10 @@ class LocalScaler(Scaler):
                     with contextlib.suppress(OSError):
                         os.close(fd)
                 self._lifeline = None
+            if self._ir_file is not None:
+                with contextlib.suppress(OSError):
+                    self._ir_file.unlink()
+                self._ir_file = None
 
     # --- what the autoscaler and the dashboard read ---------------------------------
 
@@ -569,6 +580,14 @@ class LocalScaler(Scaler):
         env["PYTHONUNBUFFERED"] = "1"
         now = time.monotonic()
         try:
+            ir_file = self._flow_ir_file()
+        except OSError as exc:
+            slot.last_output = (f"cannot write the flow's IR for its instances: {exc}",)
+            self._crashed(slot, None, None, now)
+            return
+        if ir_file is not None:
+            argv += ["--ir", str(ir_file)]
+        try:
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -596,6 +615,20 @@ class LocalScaler(Scaler):
             instance_id,
             popen.pid,
         )
+
+    def _flow_ir_file(self) -> Path | None:
+        """The file instances read the flow's IR from (written at the first call,
+        readable by this user only), or None when the context carries no IR."""
+        if self.context.flow_ir_json is None:
+            return None
+        if self._ir_file is None:
+            fd, name = tempfile.mkstemp(
+                prefix=f"tideflow-{self.consumer.name[:40]}-", suffix=".json"
+            )
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(self.context.flow_ir_json)
+            self._ir_file = Path(name)
+        return self._ir_file
 
     def _lifeline_fds(self) -> tuple[int, int]:
         if self._lifeline is None:

@@ -8,11 +8,13 @@ directory (`BackendContext`), and the class comes from the installed plugins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tideflow.compiler.ir import ConsumerNode, EnvRef, FlowIR, NotifyNode, SecretRef
+from tideflow.compiler.irjson import to_json
 from tideflow.plugins import BackendContext, Broker, Notifier, Scaler, installed_plugins
 
 from .secrets import resolve_value
@@ -34,6 +36,16 @@ def resolved_options(value: Any, where: str) -> Any:
 def _context(flow: FlowIR, block: str) -> BackendContext:
     source = Path(flow.info.source) if flow.info.source else None
     return BackendContext(block=block, source=source)
+
+
+def scaler_context(flow: FlowIR, consumer: ConsumerNode) -> BackendContext:
+    """The context of `consumer`'s scaler: with the flow's IR JSON, which it hands
+    to the instances it starts (they never compile the flow file again)."""
+    return BackendContext(
+        block=consumer.name,
+        source=Path(flow.info.source) if flow.info.source else None,
+        flow_ir_json=json.dumps(to_json(flow)),
+    )
 
 
 def open_broker(flow: FlowIR, broker: str, topics: Iterable[str] | None = None) -> Broker:
@@ -59,7 +71,7 @@ def open_scaler(flow: FlowIR, consumer: ConsumerNode) -> Scaler:
         raise ValueError(f'consumer "{consumer.name}" has no scale block')
     options = resolved_options(consumer.scale.options, f'consumer "{consumer.name}" scale')
     scaler_class = installed_plugins().scaler_class(consumer.scale.backend)
-    return scaler_class(options, consumer, context=_context(flow, consumer.name))
+    return scaler_class(options, consumer, context=scaler_context(flow, consumer))
 
 
 def open_notifier(flow: FlowIR, notify: NotifyNode) -> Notifier:

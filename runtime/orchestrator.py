@@ -37,10 +37,10 @@ from typing import Any, Final
 
 from tideflow.compiler.ir import ConsumerNode, FlowIR
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins import BackendContext, BackendError, Broker, Scaler, installed_plugins
+from tideflow.plugins import BackendError, Broker, Scaler, installed_plugins
 
 from .autoscaler import Autoscaler
-from .backends import open_broker, open_scaler, open_topic_broker
+from .backends import open_broker, open_scaler, open_topic_broker, scaler_context
 from .clock import Clock, SystemClock
 from .consumer import dead_letter_group
 from .executor import Executor, RunRequest
@@ -275,8 +275,7 @@ class Orchestrator:
         if consumer.scale is None:
             # no scale block: one local instance, kept running
             local = installed_plugins().scaler_class("local")
-            context = BackendContext(block=consumer.name, source=Path(flow.info.source))
-            scaler = local({}, consumer, context=context)
+            scaler = local({}, consumer, context=scaler_context(flow, consumer))
             await scaler.scale(1)
             return _ConsumerRuntime(consumer, scaler)
         scaler = open_scaler(flow, consumer)
