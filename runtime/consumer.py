@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tideflow.plugins.backends import BackendClosedError, Broker, Message, OutgoingMessage
 
-from .context import encode_payload, load_object, message_headers
+from .context import PublishError, encode_payload, load_object, message_headers
 from .job_worker import error_fields
 from .model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
 from .redaction import RedactingFilter
@@ -252,8 +252,6 @@ class ConsumerContext:
         `subject` as for a job (`JobContext.publish`)."""
         extra = message_headers(headers, subject)
         if topic not in self._topics:
-            from .context import PublishError
-
             known = ", ".join(f"`{t}`" for t in sorted(self._topics)) or "none"
             raise PublishError(
                 f'consumer "{self.consumer}" publishes to topic `{topic}`, which flow '

@@ -978,20 +978,11 @@ class Store:
     ) -> list[JobRunRow]:
         """Job runs, newest first."""
         runs = t.job_runs
-        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
-        if flow is not None:
-            query = query.where(runs.c.flow == flow)
+        query = _newest_runs(runs, flow=flow, status=status, since=since, limit=limit)
         if job is not None:
             query = query.where(runs.c.job == job)
-        if status is not None:
-            wanted = [status] if isinstance(status, RunStatus) else list(status)
-            query = query.where(runs.c.status.in_([str(s) for s in wanted]))
-        if since is not None:
-            query = query.where(runs.c.created_at >= since)
         if flow_run_id is not None:
             query = query.where(runs.c.flow_run_id == flow_run_id)
-        if limit is not None:
-            query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_job_run(r) for r in conn.execute(query)]
 
@@ -1027,17 +1018,7 @@ class Store:
         limit: int | None = 100,
     ) -> list[FlowRunRow]:
         """Flow runs, newest first."""
-        runs = t.flow_runs
-        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
-        if flow is not None:
-            query = query.where(runs.c.flow == flow)
-        if status is not None:
-            wanted = [status] if isinstance(status, RunStatus) else list(status)
-            query = query.where(runs.c.status.in_([str(s) for s in wanted]))
-        if since is not None:
-            query = query.where(runs.c.created_at >= since)
-        if limit is not None:
-            query = query.limit(limit)
+        query = _newest_runs(t.flow_runs, flow=flow, status=status, since=since, limit=limit)
         with self.engine.connect() as conn:
             return [_flow_run(r) for r in conn.execute(query)]
 
@@ -1126,6 +1107,27 @@ class Store:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def _newest_runs(
+    runs: sa.Table,
+    *,
+    flow: str | None,
+    status: RunStatus | Sequence[RunStatus] | None,
+    since: datetime | None,
+    limit: int | None,
+) -> sa.Select[Any]:
+    """Rows of a table of runs (flow runs, job runs), newest first, filtered as the
+    reading commands filter them; callers may add conditions of their own."""
+    query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+    if flow is not None:
+        query = query.where(runs.c.flow == flow)
+    if status is not None:
+        wanted = [status] if isinstance(status, RunStatus) else list(status)
+        query = query.where(runs.c.status.in_([str(s) for s in wanted]))
+    if since is not None:
+        query = query.where(runs.c.created_at >= since)
+    return query.limit(limit) if limit is not None else query
 
 
 def _create_engine(url: str) -> sa.Engine:

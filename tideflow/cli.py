@@ -31,6 +31,8 @@ import click
 from tideflow import __version__
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tideflow.compiler import CompileResult
     from tideflow.compiler.ir import FlowIR
     from tideflow.dsl.diagnostics import Diagnostic
@@ -211,6 +213,24 @@ def _settings() -> Settings:
     ctx = click.get_current_context(silent=True)
     found = ctx.find_object(Settings) if ctx is not None else None
     return found if found is not None else Settings()
+
+
+def text_console() -> Console:
+    """A console for stdout in the `tideflow` group's colour choice, 120 columns when
+    piped. Markup and emoji codes are off: what it prints (names, docs, explanations)
+    is shown as it is, and styles come only from `Text` objects."""
+    from rich.console import Console
+
+    color = _settings().color_for(sys.stdout)
+    return Console(
+        file=sys.stdout,
+        force_terminal=color,
+        no_color=not color,
+        width=None if sys.stdout.isatty() else 120,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
 
 
 # --- messages -------------------------------------------------------------------------------

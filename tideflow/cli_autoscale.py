@@ -17,13 +17,13 @@ import click
 
 from tideflow.cli import (
     EXIT_PROBLEMS,
-    Settings,
     UsageProblem,
     _compile,
     _show_diagnostics,
     _single_input,
     _stderr,
     _write_output,
+    text_console,
 )
 from tideflow.cli_runtime import emit_json, empty_store, state_option, when
 from tideflow.dsl.suggest import suggest
@@ -93,25 +93,6 @@ def _partitions(ir: FlowIR, consumer: ConsumerNode) -> tuple[int, bool]:
     broker = ir.brokers.get(topic.broker)
     spec = installed_plugins().catalog.get("broker", broker.kind) if broker else None
     return topic.partitions, bool(spec and spec.partitioned)
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    ctx = click.get_current_context(silent=True)
-    settings = ctx.find_object(Settings) if ctx is not None else None
-    color = (settings or Settings()).color_for(sys.stdout)
-    width = None if sys.stdout.isatty() else 120
-    # no markup or emoji codes: names and explanations are printed as they are
-    return Console(
-        file=sys.stdout,
-        force_terminal=color,
-        no_color=not color,
-        width=width,
-        highlight=False,
-        markup=False,
-        emoji=False,
-    )
 
 
 def _seconds_text(seconds: float | None) -> str:
@@ -304,7 +285,7 @@ def _print_comparison(ir: FlowIR, consumer: str, comparison: Comparison) -> None
     from rich.text import Text
 
     settings = comparison.settings
-    console = _console()
+    console = text_console()
     where = (
         f"{settings.partitions:,} partitions" if settings.partitioned else "an unpartitioned topic"
     )
@@ -434,7 +415,7 @@ def explain_command(
         return
     from rich.text import Text
 
-    console = _console()
+    console = text_console()
     # soft_wrap: a line longer than the terminal is the terminal's to wrap; rich would
     # break it at `width` (120 when piped), in the middle of an explanation
     console.print(

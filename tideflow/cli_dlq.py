@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import click
 
 from tideflow.cli import EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.cli_runtime import emit_json, format_option, make_console
 from tideflow.dsl.durations import parse_duration
 from tideflow.dsl.suggest import suggest
 
@@ -66,17 +67,6 @@ def _timeout_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
-def _format_option(func: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(func)
-
-
 @click.group("dlq")
 def dlq_command() -> None:
     """List and replay a consumer's dead-lettered messages."""
@@ -87,7 +77,7 @@ def dlq_command() -> None:
 @click.argument("consumer_name", metavar="CONSUMER")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @_timeout_option
-@_format_option
+@format_option
 def list_command(
     file: str, consumer_name: str, limit: int, timeout: float, output_format: str
 ) -> None:
@@ -97,8 +87,6 @@ def list_command(
     consumer = _consumer(flow, consumer_name)
     letters = asyncio.run(_list(flow, consumer, limit, timeout))
     if output_format == "json":
-        from tideflow.cli_runtime import emit_json
-
         emit_json(
             {
                 "flow": flow.info.name,
@@ -193,8 +181,6 @@ def _print_letters(
 ) -> None:
     from rich.table import Table
     from rich.text import Text
-
-    from tideflow.cli_runtime import make_console
 
     console = make_console()
     where = f'consumer "{consumer.name}" of flow "{flow.info.name}", topic "{consumer.dead_letter}"'

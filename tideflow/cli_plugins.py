@@ -18,13 +18,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import click
 
+from tideflow.cli import _settings, text_console
 from tideflow.dsl.durations import format_duration
 from tideflow.dsl.suggest import suggest
 from tideflow.plugins import BackendEntry, PluginSet, installed_plugins
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from tideflow.compiler.schema import Field, ValueType
 
 __all__ = ["plugins_command"]
@@ -43,37 +42,10 @@ class _UsageProblem(click.ClickException):
         _echo_error(self.message)
 
 
-def _color(stream: IO[str]) -> bool:
-    """Colour as the main `tideflow` group says (`--color`, NO_COLOR, a terminal)."""
-    from tideflow.cli import Settings
-
-    ctx = click.get_current_context(silent=True)
-    settings = ctx.find_object(Settings) if ctx is not None else None
-    return (settings or Settings()).color_for(stream)
-
-
 def _echo_error(message: str) -> None:
     stream = sys.stderr
     label = click.style("error", fg="red", bold=True)
-    click.echo(f"{label}: {message}", file=stream, color=_color(stream))
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    color = _color(sys.stdout)
-    # no wrapping to a guessed terminal width when the output goes to a file or pipe
-    width = None if sys.stdout.isatty() else 120
-    # no markup or emoji codes: plugin names, docs and defaults print as they are
-    return Console(
-        file=sys.stdout,
-        force_terminal=color,
-        no_color=not color,
-        width=width,
-        highlight=False,
-        markup=False,
-        emoji=False,
-    )
+    click.echo(f"{label}: {message}", file=stream, color=_settings().color_for(stream))
 
 
 # --- values as a .flow file writes them ---------------------------------------------------
@@ -182,7 +154,7 @@ def _print_listing(plugins: PluginSet) -> None:
             __version__,
             ", ".join(f"{e.kind}:{e.name}*" for e in schema_only),
         )
-    console = _console()
+    console = text_console()
     console.print(table)
     if schema_only:
         console.print("* option schema only: flows naming it compile; it cannot run yet")
@@ -248,7 +220,7 @@ def _print_description(entry: BackendEntry) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console = _console()
+    console = text_console()
     console.print(Text.assemble((f'{entry.kind} "{entry.name}"', "bold"), f": {entry.spec.doc}"))
     console.print(f"provided by {_provider(entry)}")
     if entry.kind == "broker":
