@@ -64,8 +64,9 @@ COMPILER_SOURCES = [
     HERE.parents[1] / "dsl" / "loader.py",
     *(
         HERE.parents[1] / "compiler" / f"{name}.py"
-        for name in ("__init__", "checks", "cron", "build", "irjson", "rules", "imports")
+        for name in ("__init__", "cron", "build", "irjson", "rules", "imports")
     ),
+    *sorted((HERE.parents[1] / "compiler" / "checks").glob("*.py")),
 ]
 
 
