@@ -43,7 +43,7 @@ from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # b
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
-from tideflow.plugins.kafka_broker import KafkaBroker
+from tideflow.plugins.kafka import KafkaBroker
 
 TARGET_RATIO = 0.8
 DEFAULT_BATCHES = (1, 10, 100, 1000)

@@ -56,7 +56,7 @@ __all__ = [
 # notifiers join this tuple as they are implemented.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.embedded_broker",
-    "tideflow.plugins.kafka_broker",
+    "tideflow.plugins.kafka",
     "tideflow.plugins.kubernetes_scaler",
     "tideflow.plugins.local_scaler",
     "tideflow.plugins.nats_broker",

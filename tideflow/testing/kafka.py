@@ -19,7 +19,7 @@ What Tansu 0.6 does differently from Apache Kafka, and how tests cope:
   offsets publish one record per batch: `ONE_RECORD_PER_BATCH`, passed through
   the broker's `config` option;
 - it drops offset-commit metadata (the kafka broker counts deliveries with
-  ledger groups instead, see `tideflow.plugins.kafka_broker`);
+  ledger groups instead, see `tideflow.plugins.kafka.ledger`);
 - a consumer group (re)balances after about half the session timeout, so tests
   use short sessions: `FAST_GROUPS`.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.kafka_broker import KafkaBroker
+from tideflow.plugins.kafka import KafkaBroker
 
 from tideflow.testing import BrokerFactory
 from tideflow.testing.kafka import (

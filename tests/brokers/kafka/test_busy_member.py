@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import Message
-from tideflow.plugins.kafka_broker import PREFETCH, REFILL_AT, KafkaBroker
+from tideflow.plugins.kafka import KafkaBroker
+from tideflow.plugins.kafka.member import PREFETCH, REFILL_AT
 
 from tideflow.testing import unique_name
 

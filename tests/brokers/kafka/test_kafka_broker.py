@@ -25,7 +25,7 @@ from tideflow.plugins.backends import (
     Message,
     OutgoingMessage,
 )
-from tideflow.plugins.kafka_broker import KafkaBroker, ledger_group
+from tideflow.plugins.kafka import KafkaBroker, ledger_group
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import receive, unique_name
@@ -104,7 +104,7 @@ async def total_of(broker: KafkaBroker, topic: str, group: str) -> int:
 
 def test_registers_through_its_hook() -> None:
     plugins = load_plugins(
-        default_plugins=("tideflow.plugins.kafka_broker",),
+        default_plugins=("tideflow.plugins.kafka",),
         environ={"TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert [p.message for p in plugins.problems] == []
@@ -440,7 +440,7 @@ async def test_cooperative_rebalance_keeps_the_partitions_that_stay(
 CRASHING_CONSUMER = """
 import asyncio, sys
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.kafka_broker import KafkaBroker
+from tideflow.plugins.kafka import KafkaBroker
 
 async def main(bootstrap, topic, group, count):
     broker = KafkaBroker(

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import BackendError, BacklogFailure, OutgoingMessage
-from tideflow.plugins.kafka_broker import GRACE, KafkaBroker
+from tideflow.plugins.kafka import KafkaBroker
+from tideflow.plugins.kafka.client import GRACE
 
 from tideflow.testing import unique_name
 from tideflow.testing.kafka import KafkaServer
