@@ -31,7 +31,7 @@ HOMES = {
     "closest": "dsl/suggest.py",
 }
 # wrappers that keep a public name and only add their own error, delegating the work
-DELEGATES = {("parse_duration", "runtime/simulate.py"): "durations.parse_duration("}
+DELEGATES = {("parse_duration", "runtime/simulate/profiles.py"): "durations.parse_duration("}
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:

@@ -27,6 +27,7 @@ from tideflow.cli import (
 )
 from tideflow.cli_runtime import emit_json, empty_store, state_option, when
 from tideflow.dsl.suggest import suggest
+from tideflow.plots import render_plot
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -226,7 +227,7 @@ def simulate_command(
     else:
         _print_comparison(ir, consumer.name, comparison)
     if plot is not None:
-        _write_output(plot, sim.render_plot(comparison, title))
+        _write_output(plot, render_plot(comparison, title))
         click.echo(f"wrote {plot}", err=True)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ from tideflow.compiler.ir import ScaleRule
 from tideflow.runtime.simulate import (
     Burst,
     KedaDefaultPolicy,
-    LoadProfile,
-    PlotUnavailableError,
     ProfileError,
     Segment,
     SimulationSettings,
@@ -27,7 +24,6 @@ from tideflow.runtime.simulate import (
     parse_duration,
     parse_profile,
     parse_rate,
-    render_plot,
     run_policy,
 )
 
@@ -342,23 +338,3 @@ def test_a_long_run_is_sampled_coarser() -> None:
     assert settings.sample_interval == 24
     result = compare(parse_profile("0-1h:5"), rule(poll=30.0), settings)
     assert len(result.tideflow.samples) == 3_601
-
-
-def test_the_plot_is_a_png() -> None:
-    result = compare(
-        parse_profile("0-1m:100,burst@2m:3000"),
-        rule(),
-        SimulationSettings(service_rate=100, duration=300),
-    )
-    data = render_plot(result, "order_workers")
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 10_000
-
-
-def test_without_matplotlib_the_plot_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    result = compare(
-        LoadProfile((Segment(0, 10, 1),)), rule(), SimulationSettings(service_rate=1, duration=20)
-    )
-    with pytest.raises(PlotUnavailableError, match="pip install matplotlib"):
-        render_plot(result, "x")
