@@ -182,15 +182,15 @@ class Orchestrator:
             twice = sorted({n for n in names if names.count(n) > 1})
             raise OrchestratorError(f"flow names must differ; given twice: {', '.join(twice)}")
         for other in self.store.live_orchestrators(names, LIVE_WITHIN_SECONDS):
-            if other["host"] == socket.gethostname() and not _tideflow_process(other["pid"]):
+            if other.host == socket.gethostname() and not _tideflow_process(other.pid):
                 # killed (SIGKILL, a crash) moments ago: its heartbeat is fresh, its
                 # process is gone
-                self.store.orchestrator_stopped(other["id"])
+                self.store.orchestrator_stopped(other.id)
                 continue
-            age = time.time() - other["heartbeat_at"].timestamp()
+            age = time.time() - other.heartbeat_at.timestamp()
             raise OrchestratorError(
-                f"flow {', '.join(repr(f) for f in other['flows'])} is already run by "
-                f"orchestrator {other['id']} (pid {other['pid']} on {other['host']}, last "
+                f"flow {', '.join(repr(f) for f in other.flows)} is already run by "
+                f"orchestrator {other.id} (pid {other.pid} on {other.host}, last "
                 f"heartbeat {age:.0f}s ago); stop it first"
             )
 

@@ -43,13 +43,13 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol, TypeAlias, final
 
-import sqlalchemy as sa
 from tideflow.compiler.ir import FlowIR, JobNode, Schedule
 from tideflow.dsl.suggest import suggest
 
 from .clock import Clock
 from .model import TriggerKind
 from .schedule import CATCH_UP_POLICIES, due_on_start, fire_times
+from .store import StoreError
 
 __all__ = ["FireCallback", "FireRequest", "ScheduleLedger", "Scheduler", "TickCallback"]
 
@@ -81,7 +81,8 @@ TickCallback: TypeAlias = Callable[[datetime], Awaitable[None] | None]
 
 
 class ScheduleLedger(Protocol):
-    """What the scheduler needs from the run-history store (`Store` is one)."""
+    """What the scheduler needs from the run-history store (`Store` is one); a store
+    that fails raises `StoreError`."""
 
     def last_fired(self, flow: str) -> dict[str, datetime]: ...
 
@@ -283,7 +284,7 @@ class Scheduler:
         """Record every instant due at this wake in one transaction, then fire them."""
         try:
             recorded = self._store.record_fires(self.flow, due)
-        except sa.exc.SQLAlchemyError as exc:
+        except StoreError as exc:
             logger.warning(
                 "cannot record %d due fire(s), not firing them: %s",
                 len(due),
@@ -310,7 +311,7 @@ class Scheduler:
         """Record then fire one instant; False when the store failed (not fired)."""
         try:
             recorded = self._store.record_fire(self.flow, name, instant)
-        except sa.exc.SQLAlchemyError as exc:
+        except StoreError as exc:
             logger.warning(
                 "cannot record the fire of job `%s` at %s, not firing it: %s",
                 name,

@@ -48,7 +48,7 @@ from tideflow.runtime.model import FlowRunRow, JobRunRow, RunStatus
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
 from tideflow.runtime.schedule import next_fire, upcoming
 from tideflow.runtime.secrets import flow_secret_values
-from tideflow.runtime.store import Store
+from tideflow.runtime.store import LiveOrchestrator, Store
 
 
 def parse_seconds(text: str) -> float:
@@ -432,7 +432,7 @@ class ConsumerStatus:
 @dataclass(frozen=True, slots=True)
 class FlowStatus:
     flow: str
-    orchestrator: dict[str, Any] | None  # the live orchestrator running it, if any
+    orchestrator: LiveOrchestrator | None  # the live orchestrator running it, if any
     jobs: list[JobStatus]
     last_flow_run: FlowRunRow | None = None
     last_flow_run_reason: str | None = None  # which jobs failed, and why
@@ -510,8 +510,7 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
         running = item.orchestrator
         state = (
             Text(
-                f"running (orchestrator {running['id']}, pid {running['pid']} "
-                f"on {running['host']})",
+                f"running (orchestrator {running.id}, pid {running.pid} on {running.host})",
                 style="green",
             )
             if running

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from tideflow.runtime.tables import metadata
+from tideflow.runtime.store.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

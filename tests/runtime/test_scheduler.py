@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from tideflow.compiler.ir import FlowInfo, FlowIR, JobNode, Schedule
 from tideflow.runtime.clock import SystemClock, VirtualClock
 from tideflow.runtime.model import TriggerKind
 from tideflow.runtime.scheduler import FireRequest, Scheduler
-from tideflow.runtime.store import Store
+from tideflow.runtime.store import Store, StoreError
 
 pytestmark = pytest.mark.anyio
 
@@ -334,13 +333,13 @@ class FlakyLedger:
     def record_fire(self, flow: str, job: str, instant: datetime) -> bool:
         if self.failures:
             self.failures -= 1
-            raise sa.exc.OperationalError("UPDATE schedule_state", {}, Exception("db is down"))
+            raise StoreError("(sqlite3.OperationalError) db is down")
         return self.store.record_fire(flow, job, instant)
 
     def record_fires(self, flow: str, fires: Sequence[tuple[str, datetime]]) -> list[bool]:
         if self.failures:
             self.failures -= 1
-            raise sa.exc.OperationalError("UPDATE schedule_state", {}, Exception("db is down"))
+            raise StoreError("(sqlite3.OperationalError) db is down")
         return self.store.record_fires(flow, fires)
 
 

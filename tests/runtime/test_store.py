@@ -10,9 +10,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from tideflow.runtime import tables
 from tideflow.runtime.model import AttemptStatus, ErrorInfo, RunStatus, TriggerKind
-from tideflow.runtime.store import MAX_OUTPUT_CHARS, Store, StoreError, normalize_url
+from tideflow.runtime.store import MAX_OUTPUT_CHARS, Store, StoreError, normalize_url, tables
 
 T0 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
@@ -192,11 +191,12 @@ def test_url_forms() -> None:
 
 def test_an_old_state_file_is_upgraded_on_open(store_url: str) -> None:
     from alembic import command
-    from tideflow.runtime.store import _alembic_config, _create_engine, normalize_url
+    from tideflow.runtime.store.engine import create_engine
+    from tideflow.runtime.store.migrate import alembic_config
 
-    engine = _create_engine(normalize_url(store_url))
+    engine = create_engine(normalize_url(store_url))
     with engine.begin() as conn:
-        config = _alembic_config()
+        config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
         conn.execute(
@@ -325,8 +325,8 @@ def test_dead_letters_are_counted_and_claimed_once(store: Store) -> None:
 def test_consumer_log_lines_keep_the_newest_per_instance(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tideflow.runtime import store as store_module
     from tideflow.runtime.model import ConsumerLogLine
+    from tideflow.runtime.store import consumers as store_module
 
     monkeypatch.setattr(store_module, "CONSUMER_LOG_KEEP", 3)
     for instance in ("w-1", "w-2"):
@@ -341,3 +341,20 @@ def test_consumer_log_lines_keep_the_newest_per_instance(
         "w-2 line 4",
     ]
     assert store.consumer_logs("other", "a") == []
+
+
+def test_the_head_revision_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+    from tideflow.runtime.store.migrate import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_a_failing_database_raises_store_error_with_the_drivers_message(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE schedule_state"))
+    with pytest.raises(StoreError, match="schedule_state") as caught:
+        store.record_fire("f", "j", T0)
+    assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
+    with pytest.raises(StoreError, match="schedule_state"):
+        store.last_fired("f")

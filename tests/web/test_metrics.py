@@ -6,11 +6,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from tideflow.runtime.model import AttemptStatus, RunStatus, ScaleDecisionRow, TriggerKind
-from tideflow.runtime.store import Store
+from tideflow.runtime.store import Store, StoreError
 
 from .conftest import State
 
@@ -170,7 +169,7 @@ def test_a_store_that_cannot_be_read_says_so(
     store = client.app.state.dashboard.store  # type: ignore[attr-defined]
 
     def broken(**_: object) -> None:
-        raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        raise StoreError("(sqlite3.OperationalError) database is locked")
 
     monkeypatch.setattr(store, "status_counts", broken)
     samples = scrape(client)

@@ -1,4 +1,4 @@
-"""The dashboard's own queries (web/history.py) and every endpoint on PostgreSQL."""
+"""The dashboard's questions to the store and every endpoint, on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from fastapi.responses import Response
 
 from tideflow.runtime.model import RunStatus
 
-from . import history
 from .flowgraph import GraphUnavailable
 from .models import (
     CancelAccepted,
@@ -177,7 +176,7 @@ def get_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[TriggerRequestInfo]:
     """Manual and retry requests, newest first (`pending`: those no orchestrator took yet)."""
-    return history.trigger_requests(board.store, flow=flow, pending_only=pending, limit=limit)
+    return board.trigger_requests(flow=flow, pending_only=pending, limit=limit)
 
 
 @router.get("/scheduler", response_model=SchedulerStatus, summary="Orchestrators' heartbeats")

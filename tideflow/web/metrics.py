@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-import sqlalchemy as sa
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -44,8 +43,6 @@ from prometheus_client.registry import Collector
 from tideflow.compiler.irjson import from_json
 from tideflow.runtime.schedule import next_fire
 from tideflow.runtime.store import Store, StoreError, utcnow
-
-from . import history
 
 __all__ = ["DURATION_BUCKETS", "LATENESS_BUCKETS", "StoreCollector"]
 
@@ -143,7 +140,7 @@ class StoreCollector(Collector):
         with self._lock:
             try:
                 families = self._read()
-            except (StoreError, sa.exc.SQLAlchemyError) as exc:
+            except StoreError as exc:
                 log.warning("metrics: the state store could not be read: %s", exc)
                 families = []
                 up = 0
@@ -181,7 +178,7 @@ class StoreCollector(Collector):
         return family
 
     def _attempt_durations(self) -> list[Metric]:
-        rows = history.finished_attempts(self.store, since=self._duration_rows.since)
+        rows = self.store.finished_attempts(since=self._duration_rows.since)
         by_id = {row.id: row for row in rows}
         for row_id in self._duration_rows.fresh((r.id, r.finished_at) for r in rows):
             row = by_id[row_id]
@@ -198,7 +195,7 @@ class StoreCollector(Collector):
         return [family]
 
     def _schedule_lateness(self) -> list[Metric]:
-        rows = history.first_starts(self.store, since=self._lateness_rows.since)
+        rows = self.store.first_starts(since=self._lateness_rows.since)
         by_id = {row.attempt_id: row for row in rows}
         for row_id in self._lateness_rows.fresh((r.attempt_id, r.started_at) for r in rows):
             row = by_id[row_id]
@@ -241,7 +238,7 @@ class StoreCollector(Collector):
             "Instances not stopped whose last heartbeat is recent",
             labels=["flow", "consumer"],
         )
-        for flow, consumer in sorted(history.consumers_seen(self.store)):
+        for flow, consumer in sorted(self.store.consumers_seen()):
             labels = [flow, consumer]
             latest = self.store.decisions(flow=flow, consumer=consumer, limit=1)
             if latest:
@@ -270,10 +267,9 @@ class StoreCollector(Collector):
         return family
 
     def _scale_event_counter(self) -> Metric:
-        counts, self._decision_mark = history.applied_decisions(
-            self.store, after_id=self._decision_mark
-        )
-        for key, count in counts.items():
+        applied = self.store.applied_decisions(after_id=self._decision_mark)
+        self._decision_mark = applied.mark
+        for key, count in applied.counts.items():
             self._scale_events[key] += count
         family = CounterMetricFamily(
             "tideflow_scale_events",

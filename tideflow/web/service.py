@@ -45,7 +45,6 @@ from tideflow.runtime.model import (
 from tideflow.runtime.schedule import ALIASES, due_on_start, fire_times, next_fire
 from tideflow.runtime.store import FlowRecord, Store, utcnow
 
-from . import history
 from .flowgraph import GraphCache, ir_hash
 from .models import (
     AttemptInfo,
@@ -67,11 +66,13 @@ from .models import (
     JobInfo,
     JobRunSummary,
     LogLineInfo,
+    OrchestratorInfo,
     Overview,
     RunDetail,
     ScaleRuleInfo,
     SchedulerStatus,
     TriggerAccepted,
+    TriggerRequestInfo,
     Upcoming,
     UpcomingDay,
     UpcomingDayEntry,
@@ -192,12 +193,22 @@ class Dashboard:
             flows=flows,
             recent_failures=[self._summary(row) for row in failures],
             active=[self._summary(row) for row in active],
-            pending_requests=history.trigger_requests(self.store),
+            pending_requests=self.trigger_requests(),
             scheduler=self.scheduler(),
         )
 
+    def trigger_requests(
+        self, *, flow: str | None = None, pending_only: bool = True, limit: int = 50
+    ) -> list[TriggerRequestInfo]:
+        """Manual and retry requests, newest first; `pending_only` keeps the unclaimed ones."""
+        found = self.store.trigger_requests(flow=flow, pending_only=pending_only, limit=limit)
+        return [TriggerRequestInfo.model_validate(r, from_attributes=True) for r in found]
+
     def scheduler(self) -> SchedulerStatus:
-        found = history.orchestrators(self.store, stale_after=self.scheduler_stale_seconds)
+        found = [
+            OrchestratorInfo.model_validate(o, from_attributes=True)
+            for o in self.store.orchestrators(stale_after=self.scheduler_stale_seconds)
+        ]
         last = max((o.heartbeat_at for o in found), default=None)
         return SchedulerStatus(
             last_tick=last, alive=any(o.alive for o in found), orchestrators=found
@@ -407,7 +418,7 @@ class Dashboard:
                 consumers.append(
                     _consumer_info(consumer, topic.partitions if topic is not None else None)
                 )
-        orchestrators = history.orchestrators(self.store, stale_after=self.scheduler_stale_seconds)
+        orchestrators = self.store.orchestrators(stale_after=self.scheduler_stale_seconds)
         return FlowDetail(
             name=name,
             description=description,
@@ -418,7 +429,7 @@ class Dashboard:
             jobs=jobs,
             consumers=consumers,
             recent_runs=[self._summary(r) for r in self.store.job_runs(flow=name, limit=30)],
-            pending_requests=history.trigger_requests(self.store, flow=name),
+            pending_requests=self.trigger_requests(flow=name),
             orchestrator_alive=any(o.alive and name in o.flows for o in orchestrators),
         )
 
@@ -558,9 +569,9 @@ class Dashboard:
                 topic = topics.get(consumer.consumes)
                 partitions = topic.partitions if topic is not None else None
                 nodes[(record.name, consumer.name)] = (consumer, partitions)
-        keys = set(nodes) | history.consumers_seen(self.store, flow=flow)
+        keys = set(nodes) | self.store.consumers_seen(flow=flow)
         instances: dict[tuple[str, str], list[InstanceRow]] = {}
-        for row in history.recent_instances(self.store, since=since, flow=flow):
+        for row in self.store.instances(flow=flow, active_since=since):
             instances.setdefault((row.flow, row.consumer), []).append(row)
         alive_after = now - timedelta(seconds=self.instance_alive_seconds)
         dead_total = self.store.dead_letter_counts(flow=flow)

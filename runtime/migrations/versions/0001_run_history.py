@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from tideflow.runtime.tables import UTCDateTime
+from tideflow.runtime.store.tables import UTCDateTime
 
 revision = "0001"
 down_revision = None

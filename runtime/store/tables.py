@@ -1,4 +1,5 @@
-"""The run-history schema (SQLAlchemy Core). Changes go through a migration in migrations/.
+"""The run-history schema (SQLAlchemy Core). Changes go through a migration in
+`tideflow.runtime.migrations` (and `migrate.HEAD_REVISION` names the newest).
 
 Times are stored as timezone-aware UTC (`UTCDateTime`), on SQLite as ISO text and
 on PostgreSQL as `timestamptz`, so that SQL an operator writes reads naturally.
