@@ -32,9 +32,9 @@ from pathlib import Path
 
 from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins import embedded_broker as embedded
 from tideflow.plugins.backends import OutgoingMessage
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker, storage
+from tideflow.plugins.embedded import broker as embedded
 
 TARGET_RATIO = 0.8
 DEFAULT_BATCHES = (1, 10, 100, 1000)
@@ -77,7 +77,7 @@ def _raw_run(path: Path, messages: int, batch: int, payload: bytes) -> Rates:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    for statement in embedded.SCHEMA:
+    for statement in storage.SCHEMA:
         conn.execute(statement)
     conn.execute("INSERT INTO topics VALUES (?, 1)", (TOPIC,))
     conn.execute("INSERT INTO partitions VALUES (?, 0, 0, 0)", (TOPIC,))

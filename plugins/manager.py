@@ -55,7 +55,7 @@ __all__ = [
 # some of the `tideflow_register_*` hooks; the built-in brokers, scalers and
 # notifiers join this tuple as they are implemented.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "tideflow.plugins.embedded_broker",
+    "tideflow.plugins.embedded",
     "tideflow.plugins.kafka",
     "tideflow.plugins.kubernetes_scaler",
     "tideflow.plugins.local_scaler",
@@ -262,7 +262,7 @@ def _builtin_candidates(modules: Sequence[str]) -> Iterator[_Candidate]:
 
     for module in modules:
         yield _Candidate(
-            module.rpartition(".")[2],  # "embedded_broker", as pytest names its own plugins
+            module.rpartition(".")[2],  # "embedded", as pytest names its own plugins
             module,
             functools.partial(importlib.import_module, module),
             BUILTIN_DISTRIBUTION,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tideflow.plugins.embedded_broker as embedded
+import tideflow.plugins.embedded.broker as embedded
+import tideflow.plugins.embedded.storage as storage
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import (
     BackendClosedError,
@@ -26,7 +27,7 @@ from tideflow.plugins.backends import (
     Message,
     OutgoingMessage,
 )
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import BrokerContract
@@ -115,7 +116,7 @@ class TestEmbeddedBrokerContract(BrokerContract):
 
 def test_the_hook_registers_the_class() -> None:
     plugins = load_plugins(
-        default_plugins=("tideflow.plugins.embedded_broker",),
+        default_plugins=("tideflow.plugins.embedded",),
         environ={"TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert plugins.broker_class("embedded") is EmbeddedBroker
@@ -147,7 +148,7 @@ async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
 async def test_a_newer_file_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {embedded.FILE_FORMAT + 1}")
+        conn.execute(f"PRAGMA user_version = {storage.FILE_FORMAT + 1}")
     conn.close()
     async with EmbeddedBroker({"path": str(path)}, [topic()]) as broker:
         with pytest.raises(BackendError, match="format"):
@@ -661,7 +662,7 @@ async def test_a_call_waits_for_the_lock_off_the_event_loop(
 async def test_a_lock_held_past_the_busy_timeout_is_an_error(
     make: BrokerMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embedded, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT", 0.2)
     async with make(topic()) as broker:
         await broker.ensure_topic("orders", ["g"])
         other = sqlite3.connect(tmp_path / "broker.db", isolation_level=None)

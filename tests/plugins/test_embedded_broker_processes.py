@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import Message, OutgoingMessage
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -28,7 +28,7 @@ PUBLISHER = """
 import asyncio, sys
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.backends import OutgoingMessage
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker
 
 async def main():
     path, partitions = sys.argv[1], int(sys.argv[2])
@@ -48,7 +48,7 @@ asyncio.run(main())
 STUCK_CONSUMER = """
 import asyncio, json, sys, time
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker
 
 async def main():
     path, lease = sys.argv[1], float(sys.argv[2])
@@ -66,7 +66,7 @@ asyncio.run(main())
 WORKER = """
 import asyncio, json, os, sys, time
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.embedded_broker import EmbeddedBroker
+from tideflow.plugins.embedded import EmbeddedBroker
 
 async def main():
     path, partitions, out, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]

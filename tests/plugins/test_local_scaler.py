@@ -250,7 +250,7 @@ async def publish(flow: FlowIR, ids: range) -> None:
 
 def test_the_hook_registers_the_class() -> None:
     plugins = load_plugins(
-        default_plugins=("tideflow.plugins.embedded_broker", "tideflow.plugins.local_scaler"),
+        default_plugins=("tideflow.plugins.embedded", "tideflow.plugins.local_scaler"),
         environ={"TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert plugins.scaler_class("local") is LocalScaler
