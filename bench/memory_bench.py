@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tideflow.runtime.consumer import ready_message
+from tideflow.plugins.local.protocol import ready_message
 from tideflow.runtime.model import RunStatus
 from tideflow.runtime.store import Store
 from tideflow.runtime.worker_pool import WORKER_MODULE, Worker

@@ -58,7 +58,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.embedded",
     "tideflow.plugins.kafka",
     "tideflow.plugins.kubernetes_scaler",
-    "tideflow.plugins.local_scaler",
+    "tideflow.plugins.local",
     "tideflow.plugins.nats_broker",
     "tideflow.plugins.notifiers",
 )

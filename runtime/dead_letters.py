@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Final, Self
 
 from tideflow.plugins.backends import Broker, Message, OutgoingMessage
 
-from .consumer import HEADER_PREFIX, dead_letter_group
+from .consumer.dead_letter import HEADER_PREFIX, dead_letter_group
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR

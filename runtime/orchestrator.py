@@ -42,7 +42,7 @@ from tideflow.plugins import BackendError, Broker, Scaler, installed_plugins
 from .autoscaler import Autoscaler
 from .backends import open_broker, open_scaler, open_topic_broker, scaler_context
 from .clock import Clock, SystemClock
-from .consumer import dead_letter_group
+from .consumer.dead_letter import dead_letter_group
 from .executor import Executor, RunRequest
 from .model import DeadLetterRow, RunStatus, TriggerKind
 from .notify import Notifications, dead_letter_event

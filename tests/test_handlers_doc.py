@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tideflow.runtime import consumer, context
+from tideflow.runtime import context
+from tideflow.runtime.consumer import handler as consumer
 
 import tideflow
 

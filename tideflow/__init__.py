@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tideflow.plugins.hookspecs import hookimpl
-    from tideflow.runtime.consumer import ConsumerContext, HandlerMessage
+    from tideflow.runtime.consumer.handler import ConsumerContext, HandlerMessage
     from tideflow.runtime.context import JobContext
 
 __all__ = ["ConsumerContext", "HandlerMessage", "JobContext", "__version__", "hookimpl"]
@@ -30,8 +30,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "hookimpl": "tideflow.plugins.hookspecs",
     "JobContext": "tideflow.runtime.context",
-    "ConsumerContext": "tideflow.runtime.consumer",
-    "HandlerMessage": "tideflow.runtime.consumer",
+    "ConsumerContext": "tideflow.runtime.consumer.handler",
+    "HandlerMessage": "tideflow.runtime.consumer.handler",
 }
 
 

@@ -29,8 +29,8 @@ import click
 from tideflow.cli import EXIT_OK, EXIT_PROBLEMS, UsageProblem, _error, load_flow
 from tideflow.compiler.irjson import from_json
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.local.protocol import LIFELINE_ENV, PARENT_ENV
 from tideflow.runtime import redaction
-from tideflow.runtime.consumer import LIFELINE_ENV, PARENT_ENV
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -170,13 +170,8 @@ def _run(flow: FlowIR, consumer: ConsumerNode, state_url: str | None, instance_i
     from tideflow.plugins import BackendError, UnknownBackendError
     from tideflow.runtime import secrets
     from tideflow.runtime.backends import open_topic_broker
-    from tideflow.runtime.consumer import (
-        ConsumerInstance,
-        HandlerError,
-        Outcome,
-        flow_directory,
-        load_handler,
-    )
+    from tideflow.runtime.consumer.handler import HandlerError, flow_directory, load_handler
+    from tideflow.runtime.consumer.instance import ConsumerInstance, Outcome
 
     where = f'consumer "{consumer.name}"'
     secrets.flow_secret_values([flow])  # remembered: from now on, no log line shows one

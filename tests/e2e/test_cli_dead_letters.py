@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tideflow.compiler import compile_flow
 from tideflow.plugins import OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
-from tideflow.runtime.consumer import dead_letter_group
+from tideflow.runtime.consumer.dead_letter import dead_letter_group
 from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow
 from tideflow.runtime.store import Store
 

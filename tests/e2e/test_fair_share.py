@@ -36,7 +36,7 @@ import pytest
 from tideflow.compiler import compile_flow, schema
 from tideflow.compiler.ir import FlowIR
 from tideflow.plugins import BackendContext, OutgoingMessage
-from tideflow.plugins.local_scaler import LocalScaler
+from tideflow.plugins.local import LocalScaler
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.model import InstanceRow

@@ -22,9 +22,10 @@ import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.plugins import BackendConfigError, BackendContext, OutgoingMessage, load_plugins
-from tideflow.plugins.local_scaler import LocalScaler, find_leftovers, process_start
+from tideflow.plugins.local import LocalScaler
+from tideflow.plugins.local.process import find_leftovers, process_start
+from tideflow.plugins.local.protocol import PARENT_ENV
 from tideflow.runtime.backends import open_topic_broker
-from tideflow.runtime.consumer import PARENT_ENV
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.store import Store
 
@@ -85,7 +86,7 @@ import asyncio, json, sys
 from pathlib import Path
 from tideflow.compiler import compile_flow
 from tideflow.plugins import BackendContext
-from tideflow.plugins.local_scaler import LocalScaler
+from tideflow.plugins.local import LocalScaler
 
 
 async def main():
@@ -250,7 +251,7 @@ async def publish(flow: FlowIR, ids: range) -> None:
 
 def test_the_hook_registers_the_class() -> None:
     plugins = load_plugins(
-        default_plugins=("tideflow.plugins.embedded", "tideflow.plugins.local_scaler"),
+        default_plugins=("tideflow.plugins.embedded", "tideflow.plugins.local"),
         environ={"TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert plugins.scaler_class("local") is LocalScaler

@@ -15,7 +15,7 @@ from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.compiler.irjson import from_json, to_json
 from tideflow.plugins import BackendContext, OutgoingMessage
-from tideflow.plugins.local_scaler import LocalScaler
+from tideflow.plugins.local import LocalScaler
 from tideflow.runtime.backends import open_topic_broker, scaler_context
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.store import Store

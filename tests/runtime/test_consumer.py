@@ -22,16 +22,14 @@ from tideflow.compiler.ir import FlowIR
 from tideflow.plugins import Broker, Message, OutgoingMessage
 from tideflow.runtime import redaction
 from tideflow.runtime.backends import open_topic_broker
-from tideflow.runtime.consumer import (
+from tideflow.runtime.consumer.handler import (
     ConsumerContext,
-    ConsumerInstance,
     HandlerError,
     HandlerMessage,
-    Outcome,
     decode_value,
     load_handler,
-    nack_delay,
 )
+from tideflow.runtime.consumer.instance import ConsumerInstance, Outcome, nack_delay
 from tideflow.runtime.context import PublishError, encode_payload
 from tideflow.runtime.model import InstanceStatus
 from tideflow.runtime.secrets import Redactor
@@ -576,7 +574,7 @@ def test_a_handler_that_cannot_be_loaded_says_why(
 
 
 def test_dead_letter_headers_replace_the_source_brokers_routing() -> None:
-    from tideflow.runtime.consumer import dead_letter_headers
+    from tideflow.runtime.consumer.dead_letter import dead_letter_headers
 
     message = Message(
         topic="orders",

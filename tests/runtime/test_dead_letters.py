@@ -17,13 +17,9 @@ from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.plugins import Broker, OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
-from tideflow.runtime.consumer import (
-    ConsumerContext,
-    ConsumerInstance,
-    HandlerMessage,
-    Outcome,
-    dead_letter_group,
-)
+from tideflow.runtime.consumer.dead_letter import dead_letter_group
+from tideflow.runtime.consumer.handler import ConsumerContext, HandlerMessage
+from tideflow.runtime.consumer.instance import ConsumerInstance, Outcome
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.dead_letters import (
     DeadLetterError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from tideflow.plugins import SUBJECT_HEADER, OutgoingMessage
-from tideflow.runtime.consumer import ConsumerContext
+from tideflow.runtime.consumer.handler import ConsumerContext
 from tideflow.runtime.context import BrokerPublisher, JobContext
 
 

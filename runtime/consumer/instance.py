@@ -44,48 +44,35 @@ import contextlib
 import dataclasses
 import enum
 import inspect
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from tideflow.plugins.backends import BackendClosedError, Broker, Message, OutgoingMessage
+from tideflow.plugins.api import (
+    BackendClosedError,
+    Broker,
+    Message,
+    OutgoingMessage,
+    ReportsAssignedPartitions,
+)
+from tideflow.runtime.backends import open_topic_broker
+from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
+from tideflow.runtime.redaction import RedactingFilter
 
-from .context import PublishError, encode_payload, load_object, message_headers
-from .job_worker import error_fields
-from .model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
-from .redaction import RedactingFilter
+from .dead_letter import dead_letter_group, dead_letter_headers, one_line
+from .handler import ConsumerContext, Handler, HandlerMessage, is_async
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
+    from tideflow.runtime.store import Store
 
-    from .store import Store
-
-__all__ = [
-    "DEFAULT_DRAIN_TIMEOUT",
-    "HEADER_PREFIX",
-    "LIFELINE_ENV",
-    "PARENT_ENV",
-    "ConsumerContext",
-    "ConsumerInstance",
-    "Handler",
-    "HandlerError",
-    "HandlerMessage",
-    "Outcome",
-    "dead_letter_group",
-    "dead_letter_headers",
-    "decode_value",
-    "load_handler",
-    "ready_message",
-]
+__all__ = ["DEFAULT_DRAIN_TIMEOUT", "ConsumerInstance", "Outcome", "nack_delay"]
 
 log = logging.getLogger("tideflow.consumer")
 
@@ -102,28 +89,8 @@ NACK_MAX: Final = 10.0
 RATE_WINDOW: Final = 10.0
 #: Most threads that run synchronous handlers (fewer when `max_in_flight` is lower).
 MAX_HANDLER_THREADS: Final = 128
-#: Longest error text kept in a dead-letter header or the instance's `last_error`.
-MAX_ERROR_TEXT: Final = 1000
-#: Headers a dead-lettered message carries, each name starting with this.
-HEADER_PREFIX: Final = "tideflow-"
 #: Log lines an instance keeps for the store while the store cannot be written.
 MAX_PENDING_LOG_LINES: Final = 5000
-
-#: Set by the `local` scaler in an instance's environment: the number of an
-#: inherited file descriptor, the read end of a pipe whose write end only the
-#: scaler's process holds. End of file on it means that process is gone: the
-#: instance then drains and exits (no orphans after `kill -9` of the orchestrator).
-LIFELINE_ENV: Final = "TIDEFLOW_WORKER_LIFELINE"
-#: Set by the `local` scaler: "PID:START" of the process that started the
-#: instance (START is field 22 of /proc/PID/stat), so that a later scaler can tell
-#: a leftover whose parent is gone from an instance of a live orchestrator.
-PARENT_ENV: Final = "TIDEFLOW_WORKER_PARENT"
-
-Handler = Callable[["ConsumerContext", "HandlerMessage"], Any]
-
-
-class HandlerError(Exception):
-    """The handler named by a consumer's `run` cannot be loaded or called."""
 
 
 class Outcome(enum.Enum):
@@ -132,223 +99,6 @@ class Outcome(enum.Enum):
     DRAINED = "drained"  # stopped after finishing everything it held
     DRAIN_TIMED_OUT = "drain_timed_out"  # stopped; unfinished messages were handed back
     CRASHED = "crashed"  # an unexpected error ended it
-
-
-def ready_message(instance_id: str) -> str:
-    """The log line an instance writes once it consumes (the local scaler watches
-    its instances' output for it)."""
-    return f"instance {instance_id} started"
-
-
-# --- what the handler sees ------------------------------------------------------------
-
-
-def decode_value(data: bytes) -> Any:
-    """A published value as a handler receives it: JSON when it parses as JSON, text
-    when it is UTF-8, the bytes otherwise (the inverse of `context.encode_payload`
-    for everything but strings that are themselves JSON)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerMessage:
-    """A message as a handler receives it.
-
-    `value` is the published value (`decode_value`), `key` the key as text; `data`
-    and `raw_key` are the bytes as published. `delivery_count` is 1 on the first
-    delivery and grows with each redelivery.
-    """
-
-    value: Any
-    key: str | None
-    data: bytes
-    raw_key: bytes | None
-    headers: Mapping[str, str]
-    topic: str
-    partition: int
-    id: str
-    delivery_count: int
-
-    @classmethod
-    def of(cls, message: Message) -> HandlerMessage:
-        key = None if message.key is None else message.key.decode("utf-8", "replace")
-        return cls(
-            decode_value(message.value),
-            key,
-            message.value,
-            message.key,
-            message.headers,
-            message.topic,
-            message.partition,
-            message.id,
-            message.delivery_count,
-        )
-
-
-class ConsumerContext:
-    """What a handler is given with each message.
-
-    `consumer`, `flow`, `instance_id` (also `run_id`) name where it runs; `params`
-    are the consumer's params; `logger` logs to the instance's output;
-    `scheduled_at` is always None (messages are not scheduled).
-    `publish(topic, value, key=None, headers=None, subject=None)` queues a message
-    for any topic of the flow (bytes as they are, str as UTF-8, anything else as
-    JSON; `subject` as for a job, docs/handlers.md); queued messages are
-    published after the handler returns and before its message is acknowledged,
-    and dropped when it raises.
-    """
-
-    __slots__ = ("_topics", "consumer", "flow", "instance_id", "logger", "outbox", "params")
-
-    def __init__(
-        self,
-        *,
-        consumer: str,
-        flow: str,
-        instance_id: str,
-        params: Mapping[str, Any],
-        logger: logging.Logger,
-        topics: Iterable[str],
-    ) -> None:
-        self.consumer = consumer
-        self.flow = flow
-        self.instance_id = instance_id
-        self.params = params
-        self.logger = logger
-        self._topics = frozenset(topics)
-        self.outbox: list[tuple[str, OutgoingMessage]] = []
-
-    @property
-    def run_id(self) -> str:
-        return self.instance_id
-
-    @property
-    def scheduled_at(self) -> datetime | None:
-        return None
-
-    def __repr__(self) -> str:
-        return (
-            f"ConsumerContext(flow={self.flow!r}, consumer={self.consumer!r}, "
-            f"instance_id={self.instance_id!r})"
-        )
-
-    def publish(
-        self,
-        topic: str,
-        value: object,
-        key: object = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        subject: str | None = None,
-    ) -> None:
-        """Queue `value` (and `key`) for `topic`, a topic of the flow. `headers` and
-        `subject` as for a job (`JobContext.publish`)."""
-        extra = message_headers(headers, subject)
-        if topic not in self._topics:
-            known = ", ".join(f"`{t}`" for t in sorted(self._topics)) or "none"
-            raise PublishError(
-                f'consumer "{self.consumer}" publishes to topic `{topic}`, which flow '
-                f'"{self.flow}" does not define (topics: {known})'
-            )
-        encoded_key = None if key is None else encode_payload(key)
-        outgoing = OutgoingMessage(encode_payload(value), encoded_key, extra or {})
-        self.outbox.append((topic, outgoing))
-
-
-def load_handler(target: str, sys_path: Sequence[str] = ()) -> Handler:
-    """The handler `module:function`, imported with `sys_path` appended to `sys.path`
-    (the flow file's folder, as for jobs). Raises `HandlerError` saying why not."""
-    for directory in sys_path:
-        if directory not in sys.path:
-            sys.path.append(directory)
-    try:
-        handler = load_object(target)
-    except ValueError as exc:
-        raise HandlerError(str(exc)) from exc
-    except Exception as exc:
-        raise HandlerError(f"cannot import `{target}`: {type(exc).__name__}: {exc}") from exc
-    if not callable(handler):
-        raise HandlerError(f"`{target}` is not callable")
-    try:
-        inspect.signature(handler).bind(None, None)
-    except TypeError:
-        raise HandlerError(f"`{target}` must take two arguments, `(ctx, message)`") from None
-    except ValueError:  # no signature to inspect (a builtin): trust it
-        pass
-    return handler  # type: ignore[no-any-return]
-
-
-def _is_async(handler: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-def _one_line(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def dead_letter_headers(
-    message: Message,
-    exc: BaseException,
-    *,
-    flow: str,
-    consumer: str,
-    redact: Callable[[str], str] = str,
-) -> dict[str, str]:
-    """The original headers plus `tideflow-*` headers saying where the message came
-    from and why it was dead-lettered (error type, message, failures, place).
-
-    `tideflow-*` headers the message came with are replaced: they are a broker's
-    routing (NATS's `Tideflow-Subject` would steer the publish to the original
-    topic's subject) or an earlier dead-lettering's; the original subject is kept
-    as `tideflow-original-subject`."""
-    kind, text, _, function, location = error_fields(exc)
-    headers = {
-        key: value
-        for key, value in message.headers.items()
-        if not key.lower().startswith(HEADER_PREFIX)
-    }
-    subject = next(
-        (v for k, v in message.headers.items() if k.lower() == f"{HEADER_PREFIX}subject"), None
-    )
-    if subject is not None:
-        headers[f"{HEADER_PREFIX}original-subject"] = subject
-    headers.update(
-        {
-            f"{HEADER_PREFIX}error-type": kind,
-            f"{HEADER_PREFIX}error-message": _one_line(redact(text)),
-            f"{HEADER_PREFIX}failures": str(message.delivery_count),
-            f"{HEADER_PREFIX}original-topic": message.topic,
-            f"{HEADER_PREFIX}original-partition": str(message.partition),
-            f"{HEADER_PREFIX}original-id": message.id,
-            f"{HEADER_PREFIX}group": message.group,
-            f"{HEADER_PREFIX}consumer": consumer,
-            f"{HEADER_PREFIX}flow": flow,
-            f"{HEADER_PREFIX}dead-lettered-at": datetime.now(UTC).isoformat(),
-        }
-    )
-    if function:
-        headers[f"{HEADER_PREFIX}error-function"] = function
-    if location:
-        headers[f"{HEADER_PREFIX}error-location"] = location
-    return headers
-
-
-def dead_letter_group(consumer: ConsumerNode) -> str:
-    """The consumer group `tideflow dlq` reads a consumer's dead-letter topic as. Each
-    instance creates it (`ensure_topic`) before its first dead letter, so it counts
-    every dead letter on every broker; a message acknowledged in it (replayed) is
-    not listed again."""
-    return f"tideflow-dlq-{consumer.group}"
 
 
 def nack_delay(delivery_count: int) -> float:
@@ -470,7 +220,7 @@ class ConsumerInstance:
         self.drain_timeout = drain_timeout
         self.status = InstanceStatus.STARTING
         self._handler = handler
-        self._async = _is_async(handler)
+        self._async = is_async(handler)
         self._open_broker = open_broker or self._open_topic_broker
         self._redact = redact
         self._lifeline_fd = lifeline_fd
@@ -558,10 +308,12 @@ class ConsumerInstance:
             self.status = InstanceStatus.RUNNING
             background.append(asyncio.create_task(self._heartbeats(), name="tideflow-heartbeat"))
             background.append(asyncio.create_task(self._settle_loop(), name="tideflow-settle"))
+            # "instance ID started": the local scaler watches an instance's output for
+            # it (`tideflow.plugins.local.protocol.ready_message`)
             log.info(
-                "consumer %s: %s (flow %s, pid %d): topic %s, group %s",
+                "consumer %s: instance %s started (flow %s, pid %d): topic %s, group %s",
                 self.consumer.name,
-                ready_message(self.instance_id),
+                self.instance_id,
                 self.flow.info.name,
                 os.getpid(),
                 self.consumer.consumes,
@@ -893,8 +645,6 @@ class ConsumerInstance:
         await broker.publish(topic, messages)
 
     def _open_topic_broker(self, topic: str) -> Broker:
-        from .backends import open_topic_broker
-
         return open_topic_broker(self.flow, topic)
 
     async def _drain(self) -> Outcome:
@@ -1003,12 +753,11 @@ class ConsumerInstance:
 
     async def _partitions(self) -> tuple[int, ...]:
         """The partitions this instance holds, when the broker can say (optional API)."""
-        method = getattr(self.broker, "assigned_partitions", None)
-        if method is None:
+        if not isinstance(self.broker, ReportsAssignedPartitions):
             return ()
         try:
-            found = method(self.consumer.consumes, self.consumer.group)
-            if inspect.isawaitable(found):
+            found = self.broker.assigned_partitions(self.consumer.consumes, self.consumer.group)
+            if isinstance(found, Awaitable):
                 found = await found
             return tuple(sorted(int(p) for p in found))
         except Exception:
@@ -1016,9 +765,4 @@ class ConsumerInstance:
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return _one_line(self._redact(text))
-
-
-def flow_directory(flow: FlowIR) -> list[str]:
-    """Where a consumer's handler is imported from: the flow file's folder."""
-    return [str(Path(flow.info.source).resolve().parent)] if flow.info.source else []
+        return one_line(self._redact(text))

@@ -54,24 +54,24 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
-from tideflow.runtime.consumer import DEFAULT_DRAIN_TIMEOUT, LIFELINE_ENV, PARENT_ENV, ready_message
+from tideflow.plugins import builtin_options
+from tideflow.plugins.backends import BackendClosedError, BackendConfigError, BackendContext, Scaler
+from tideflow.plugins.hookspecs import hookimpl
 
-from . import builtin_options
-from .backends import BackendClosedError, BackendConfigError, BackendContext, Scaler
-from .hookspecs import hookimpl
+from .process import Leftover, alive, describe_exit, find_leftovers, kill_group, parent_marker
+from .protocol import DEFAULT_DRAIN_TIMEOUT, LIFELINE_ENV, PARENT_ENV, ready_message
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode
+    from tideflow.plugins.registry import BackendRegistry
 
-    from .registry import BackendRegistry
-
-__all__ = ["LocalScaler", "find_leftovers", "tideflow_register_scalers"]
+__all__ = ["ExitRecord", "LocalScaler", "tideflow_register_scalers"]
 
 log = logging.getLogger("tideflow.local_scaler")
 output_log = logging.getLogger("tideflow.worker")
@@ -93,126 +93,6 @@ TAIL_LINES: Final = 20
 RECENT_EXITS: Final = 20
 #: After SIGKILL, longest wait for the kernel to end a process group.
 KILL_WAIT: Final = 5.0
-
-
-# --- /proc: who is who ----------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/PID/stat (state first), or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of a live process (clock ticks since boot, field 22 of
-    /proc/PID/stat): with the pid, an identity that survives pid reuse. None when the
-    process is gone or a zombie."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-def _alive(pid: int, start: str) -> bool:
-    return process_start(pid) == start
-
-
-def _parent_marker() -> str:
-    return f"{os.getpid()}:{process_start(os.getpid()) or 0}"
-
-
-def _read_environ(pid: int) -> dict[str, str] | None:
-    try:
-        data = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:  # gone, or another user's
-        return None
-    pairs = (item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
-def _is_instance(pid: int, argv: Sequence[str], source: Path, consumer: str) -> bool:
-    """Whether `argv` runs `tideflow worker SOURCE CONSUMER` (with the file given as
-    an absolute path or relative to the process's working directory)."""
-    for index in range(1, len(argv) - 2):
-        if argv[index] != "worker" or not argv[index - 1].endswith("tideflow"):
-            continue
-        if argv[index + 2] != consumer:
-            continue
-        file = Path(argv[index + 1])
-        if not file.is_absolute():
-            try:
-                file = Path(f"/proc/{pid}/cwd").readlink() / file
-            except OSError:
-                continue
-        with contextlib.suppress(OSError):
-            if file.resolve() == source:
-                return True
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class Leftover:
-    """An instance of a consumer whose starting process is gone."""
-
-    pid: int
-    start: str
-    argv: tuple[str, ...]
-
-
-def find_leftovers(source: Path, consumer: str) -> list[Leftover]:
-    """Instances of `consumer` of the flow file `source` on this machine started by a
-    local scaler whose process is gone (Linux; elsewhere, none are found)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    source = source.resolve()
-    me = os.getpid()
-    found: list[Leftover] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        pid = int(entry.name)
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        argv = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-        if not any("tideflow" in part for part in argv) or consumer not in argv:
-            continue
-        if not _is_instance(pid, argv, source, consumer):
-            continue
-        marker = (_read_environ(pid) or {}).get(PARENT_ENV)
-        if not marker or ":" not in marker:
-            continue  # not started by a local scaler: never ours to touch
-        parent_pid, _, parent_start = marker.partition(":")
-        if not parent_pid.isdigit() or _alive(int(parent_pid), parent_start):
-            continue  # its orchestrator lives
-        start = process_start(pid)
-        if start is not None:
-            found.append(Leftover(pid, start, argv))
-    return found
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group led by `pid` (instances lead their own)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def describe_exit(code: int | None) -> str:
-    """An exit status as people read it: "exit status 1", "killed by SIGKILL"."""
-    if code is None:
-        return "did not start"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 # --- instances --------------------------------------------------------------------------
@@ -380,13 +260,13 @@ class LocalScaler(Scaler):
         finally:
             # also when cancelled: nothing may outlive the scaler
             for process in self._stopping:
-                _kill_group(process.pid)
+                kill_group(process.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.popen.wait(KILL_WAIT)
             self._stopping.clear()
             for leftover, _ in self._leftovers:
-                if _alive(leftover.pid, leftover.start):
-                    _kill_group(leftover.pid)
+                if alive(leftover.pid, leftover.start):
+                    kill_group(leftover.pid)
             self._leftovers.clear()
             supervisor, self._supervisor = self._supervisor, None
             if supervisor is not None and not supervisor.done():
@@ -541,7 +421,7 @@ class LocalScaler(Scaler):
             code = process.popen.poll()
             if code is not None:
                 self._stopping.remove(process)
-                _kill_group(process.pid)  # whatever its handler left running
+                kill_group(process.pid)  # whatever its handler left running
                 self._record_exit(process, code, requested=True, now=now)
             elif process.kill_at is not None and now >= process.kill_at and not process.killed:
                 log.warning(
@@ -551,13 +431,13 @@ class LocalScaler(Scaler):
                     self.drain_timeout,
                 )
                 process.killed = True
-                _kill_group(process.pid)
+                kill_group(process.pid)
         for entry in list(self._leftovers):
             leftover, kill_at = entry
-            if not _alive(leftover.pid, leftover.start):
+            if not alive(leftover.pid, leftover.start):
                 self._leftovers.remove(entry)
             elif now >= kill_at:
-                _kill_group(leftover.pid)
+                kill_group(leftover.pid)
 
     def _start(self, slot: _Slot) -> None:
         """Start the slot's process; a failure to start counts as a crash."""
@@ -576,7 +456,7 @@ class LocalScaler(Scaler):
         ]
         env = dict(os.environ)
         env[LIFELINE_ENV] = str(read_fd)
-        env[PARENT_ENV] = self._marker or _parent_marker()
+        env[PARENT_ENV] = self._marker or parent_marker()
         env["PYTHONUNBUFFERED"] = "1"
         now = time.monotonic()
         try:
@@ -635,7 +515,7 @@ class LocalScaler(Scaler):
             # both ends are non-inheritable: only the instances get the read end
             # (pass_fds), and only this process ever holds the write end
             self._lifeline = os.pipe()
-            self._marker = _parent_marker()
+            self._marker = parent_marker()
         return self._lifeline
 
     def _forward_output(self, process: _Process) -> None:
@@ -683,7 +563,7 @@ class LocalScaler(Scaler):
         """The slot's process ended without being asked to (or could not start)."""
         slot.process = None
         if process is not None:
-            _kill_group(process.pid)
+            kill_group(process.pid)
             self._record_exit(process, code, requested=False, now=now)
             slot.last_output = tuple(process.tail)
             if now - process.started_at >= self.stable_after:

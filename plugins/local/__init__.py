@@ -1,0 +1,9 @@
+"""The `local` scaler: consumer instances as supervised `tideflow worker` processes
+on this machine (`scaler`), the environment and ready line it shares with them
+(`protocol`), and how it tells its processes and leftovers apart (`process`)."""
+
+from __future__ import annotations
+
+from .scaler import LocalScaler, tideflow_register_scalers
+
+__all__ = ["LocalScaler", "tideflow_register_scalers"]
