@@ -358,3 +358,30 @@ def test_a_failing_database_raises_store_error_with_the_drivers_message(store: S
     assert isinstance(caught.value.__cause__, sa.exc.DBAPIError)
     with pytest.raises(StoreError, match="schedule_state"):
         store.last_fired("f")
+
+
+def test_orchestrators_come_back_as_records(store: Store) -> None:
+    both = store.register_orchestrator(["orders", "billing"])
+    stopped = store.register_orchestrator(["orders"])
+    store.orchestrator_stopped(stopped)
+
+    (live,) = store.live_orchestrators(["orders", "other"], 30)
+    assert dataclasses.is_dataclass(live)
+    assert (live.id, live.flows) == (both, ("orders",))  # only the flows asked about
+    assert store.live_orchestrators(["other"], 30) == []
+
+    listed = {o.id: o for o in store.orchestrators(stale_after=30)}
+    assert listed[both].alive and listed[both].flows == ("orders", "billing")
+    assert not listed[stopped].alive and listed[stopped].stopped_at is not None
+
+
+def test_trigger_requests_are_listed_newest_first(store: Store) -> None:
+    first = store.request_trigger("f", "a", params={"n": 1}, requested_by="ops@host")
+    second = store.request_trigger("f", "b")
+    store.claim_trigger_requests(["f"], store.register_orchestrator(["f"]))
+    third = store.request_trigger("f", "c")
+
+    assert [r.id for r in store.trigger_requests()] == [third]
+    every = store.trigger_requests(flow="f", pending_only=False)
+    assert [(r.id, r.claimed) for r in every] == [(third, False), (second, True), (first, True)]
+    assert every[-1].params == {"n": 1} and every[-1].requested_by == "ops@host"
