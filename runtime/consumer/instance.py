@@ -49,18 +49,12 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from tideflow.plugins.api import (
-    BackendClosedError,
-    Broker,
-    Message,
-    OutgoingMessage,
-    ReportsAssignedPartitions,
-)
+from tideflow.plugins.backends import BackendClosedError, Broker, Message, OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
 from tideflow.runtime.redaction import RedactingFilter
@@ -753,11 +747,12 @@ class ConsumerInstance:
 
     async def _partitions(self) -> tuple[int, ...]:
         """The partitions this instance holds, when the broker can say (optional API)."""
-        if not isinstance(self.broker, ReportsAssignedPartitions):
+        method = getattr(self.broker, "assigned_partitions", None)
+        if method is None:
             return ()
         try:
-            found = self.broker.assigned_partitions(self.consumer.consumes, self.consumer.group)
-            if isinstance(found, Awaitable):
+            found = method(self.consumer.consumes, self.consumer.group)
+            if inspect.isawaitable(found):
                 found = await found
             return tuple(sorted(int(p) for p in found))
         except Exception:
