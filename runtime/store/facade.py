@@ -5,6 +5,7 @@ their own (flows, schedules, runs, attempts, triggers, orchestrators, consumers,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import final
 
 import sqlalchemy as sa
 
@@ -25,6 +26,7 @@ from .urls import check_could_exist, describe_url, resolve_url, safe_url, sqlite
 __all__ = ["Store"]
 
 
+@final
 class Store(
     FlowQueries,
     ScheduleQueries,
