@@ -46,7 +46,7 @@ from pathlib import Path
 
 from tideflow.compiler import compile_flow, compile_source
 from tideflow.compiler.ir import FlowIR, ScaleRule
-from tideflow.plugins import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.simulate import (

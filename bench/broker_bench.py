@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.embedded import EmbeddedBroker, storage
 from tideflow.plugins.embedded import broker as embedded
 

@@ -42,7 +42,7 @@ import confluent_kafka
 from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.kafka import KafkaBroker
 
 TARGET_RATIO = 0.8

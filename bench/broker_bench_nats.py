@@ -43,7 +43,7 @@ import nats
 from bench_rates import Comparison, Rates, mark, table_lines, verdict_lines  # beside this file
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.nats_broker import NatsBroker, durable_name, stream_name
 
 from tideflow.testing.nats import NatsServer, running_nats_server

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import schema as s
+from tideflow.plugins.api import options as o
 from .checks import CheckedFlow, Declaration, OtherFlowsJob, ScheduleSpec, Section
 from .ir import (
     BrokerNode,
@@ -34,7 +35,7 @@ from .ir import (
 __all__ = ["build_ir"]
 
 
-def _defaults(fields: tuple[s.Field, ...], *leave_out: str) -> dict[str, Any]:
+def _defaults(fields: tuple[o.Field, ...], *leave_out: str) -> dict[str, Any]:
     """The schema's defaults, for the fields that have one."""
     return {f.name: f.default for f in fields if f.default is not None and f.name not in leave_out}
 

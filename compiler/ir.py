@@ -20,24 +20,10 @@ from typing import Any, TypeAlias
 
 import networkx as nx
 from tideflow.dsl.ast import Span
+from tideflow.plugins.api.options import EnvRef as EnvRef  # re-exported: IR values
+from tideflow.plugins.api.options import SecretRef as SecretRef
 
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class EnvRef:
-    """`env("NAME", default)`: read from the environment at run time."""
-
-    name: str
-    default: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SecretRef:
-    """`secret("NAME")`: read from the environment at run time, never shown."""
-
-    name: str
-
 
 TextValue: TypeAlias = str | EnvRef | SecretRef
 

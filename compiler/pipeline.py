@@ -11,21 +11,19 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
 from tideflow.dsl.ast import FlowFile
 from tideflow.dsl.diagnostics import Diagnostic
 from tideflow.dsl.gc_pause import gc_paused
 from tideflow.dsl.loader import LoadedFlow, load_flow, load_source
+from tideflow.plugins.api.options import Catalog
+from tideflow.plugins.manager import default_catalog
 
 from .allow import drop_allowed
 from .build import build_ir
 from .checks import check_flow
 from .ir import FlowIR
 from .rules import LintRule, run_rules
-
-if TYPE_CHECKING:
-    from .schema import Catalog
 
 __all__ = ["CompileResult", "LintRule", "compile_flow", "compile_loaded", "compile_source"]
 
@@ -100,9 +98,6 @@ def _check_and_build(
     loaded: LoadedFlow, catalog: Catalog | None, today: date | None
 ) -> tuple[list[Diagnostic], FlowIR | None]:
     if catalog is None:
-        # imported here: the plugins import the compiler's schema
-        from tideflow.plugins import default_catalog
-
         catalog = default_catalog()
     found = list(loaded.diagnostics)
     if not loaded.complete:

@@ -641,9 +641,7 @@ def _artifact(path: str, base: Path) -> dict[str, str]:
 
 
 def _version() -> str:
-    from tideflow import __version__
-
-    return __version__
+    return metadata.version("tideflow")
 
 
 @cache

@@ -1,32 +1,23 @@
 """Lint rules from plugins: organisation-specific checks run on a valid IR.
 
-A rule is any object with a `code`, a one-line `summary` and a `check(flow)`
-method yielding diagnostics (plugins hand them over through the
-`tideflow_lint_rules` hook). A rule that raises, yields something other than a
-`Diagnostic`, or claims one of tideflow's own codes does not stop a compile:
-it is reported as W409, naming the rule, and its findings are dropped.
+A rule (`tideflow.plugins.api.LintRule`) has a `code`, a one-line `summary` and
+a `check(flow)` method yielding diagnostics (plugins register rule classes
+through the `tideflow_lint_rules` hook; the plugin manager creates them). A
+rule that raises, yields something other than a `Diagnostic`, or claims one of
+tideflow's own codes does not stop a compile: it is reported as W409, naming the
+rule, and its findings are dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 from tideflow.dsl.diagnostics import CODES, Diagnostic
+from tideflow.plugins.api.lint import LintRule
 
 from .ir import FlowIR
 
 __all__ = ["LintRule", "run_rules"]
-
-
-@runtime_checkable
-class LintRule(Protocol):
-    """An organisation-specific check, such as "every job has an owner"."""
-
-    code: str  # such as "ACME001"; never one of tideflow's CODES
-    summary: str  # one line
-
-    def check(self, flow: FlowIR) -> Iterable[Diagnostic]: ...
 
 
 def run_rules(flow: FlowIR, rules: Sequence[LintRule]) -> list[Diagnostic]:

@@ -7,7 +7,7 @@ importing client libraries such as confluent-kafka.
 
 from __future__ import annotations
 
-from tideflow.compiler.schema import (
+from .api.options import (
     BoolType,
     DurationType,
     EnumType,

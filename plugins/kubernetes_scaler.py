@@ -51,15 +51,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import builtin_options
-from .backends import BackendClosedError, BackendConfigError, BackendContext, BackendError, Scaler
-from .hookspecs import hookimpl
+from .api import (
+    BackendClosedError,
+    BackendConfigError,
+    BackendContext,
+    BackendError,
+    BackendRegistry,
+    Field,
+    Scaler,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, AppsV1Api
     from tideflow.compiler.ir import ConsumerNode
-    from tideflow.compiler.schema import Field
-
-    from .registry import BackendRegistry
 
 __all__ = ["KubernetesScaler", "WorkloadNotFoundError", "tideflow_register_scalers"]
 

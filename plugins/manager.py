@@ -6,8 +6,9 @@ be imported, implements an unknown hook, raises in a hook, registers something
 invalid or a name already taken) becomes a `PluginProblem` naming the plugin and
 its distribution: reported, never fatal to commands that do not need it.
 
-This module imports nothing from the compiler at import time (only inside
-functions), so that `tideflow.compiler` may import `tideflow.plugins` freely.
+`default_catalog()` and `default_lint_rules()` are what the compiler uses when
+it is given none. This module imports only the plugin API and the dsl, so the
+compiler may import it.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import pluggy
+from tideflow.dsl.diagnostics import CODES
 from tideflow.dsl.suggest import suggest
 
-from . import hookspecs
-from .backends import Backend, Broker, Notifier, Scaler, backend_summary
-from .registry import BackendRegistry, LintRuleRegistry
-
-if TYPE_CHECKING:
-    from tideflow.compiler.rules import LintRule
-    from tideflow.compiler.schema import BackendSpec, Catalog
+from .api import hooks
+from .api.backends import Backend, Broker, Notifier, Scaler, backend_summary
+from .api.lint import LintRule
+from .api.options import BackendSpec, Catalog
+from .api.registry import BackendRegistry, LintRuleRegistry
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -46,14 +46,15 @@ __all__ = [
     "PluginProblem",
     "PluginSet",
     "UnknownBackendError",
+    "default_catalog",
+    "default_lint_rules",
     "installed_plugins",
     "load_plugins",
 ]
 
 # The built-in backends are plugins too, registered through the same hooks, in
 # this order, before any installed plugin. Each entry is a module implementing
-# some of the `tideflow_register_*` hooks; the built-in brokers, scalers and
-# notifiers join this tuple as they are implemented.
+# some of the `tideflow_register_*` hooks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.embedded",
     "tideflow.plugins.kafka",
@@ -128,19 +129,16 @@ class PluginProblem:
 
 @dataclass(frozen=True, slots=True)
 class BackendEntry:
-    """A backend the catalog knows: its class and the plugin that registered it, or
-    (`backend_class` None) a built-in whose option schema ships before its class."""
+    """A backend the catalog knows: its class and the plugin that registered it."""
 
     kind: str
     name: str
     spec: BackendSpec
-    backend_class: type[Backend] | None
+    backend_class: type[Backend]
     plugin: PluginInfo | None
 
     def describe(self) -> str:
         """`tideflow_redis.broker.RedisBroker (plugin "redis", tideflow-redis 0.1.0)`."""
-        if self.backend_class is None:
-            return f"the built-in {self.kind} {self.name} (option schema only)"
         where = f"{self.backend_class.__module__}.{self.backend_class.__qualname__}"
         if self.plugin is None:
             return where
@@ -166,8 +164,6 @@ class PluginSet:
     @cached_property
     def catalog(self) -> Catalog:
         """What the compiler validates blocks against."""
-        from tideflow.compiler.schema import Catalog
-
         return Catalog(
             {
                 kind: {name: entry.spec for name, entry in sorted(entries.items())}
@@ -196,7 +192,7 @@ class PluginSet:
         """The class to construct for a block naming backend `name` of `kind`.
 
         Raises `UnknownBackendError`, or `PluginError` when two plugins provide the
-        name or when only the built-in's option schema exists yet."""
+        name."""
         entry = self.entry(kind, name)
         claims = self.conflicts.get((kind, name))
         if claims:
@@ -204,11 +200,6 @@ class PluginSet:
             raise PluginError(
                 f'{kind} "{name}" is provided more than once: by {parts}; uninstall one, '
                 f"or block one with {DISABLED_PLUGINS_ENV}"
-            )
-        if entry.backend_class is None:
-            raise PluginError(
-                f'the {kind} "{name}" is not implemented in this version of tideflow '
-                "(its options are known, so flows naming it compile)"
             )
         return entry.backend_class
 
@@ -258,15 +249,14 @@ class _Candidate:
 
 
 def _builtin_candidates(modules: Sequence[str]) -> Iterator[_Candidate]:
-    from tideflow import __version__
-
+    version = importlib.metadata.version(BUILTIN_DISTRIBUTION)
     for module in modules:
         yield _Candidate(
             module.rpartition(".")[2],  # "embedded", as pytest names its own plugins
             module,
             functools.partial(importlib.import_module, module),
             BUILTIN_DISTRIBUTION,
-            __version__,
+            version,
             builtin=True,
         )
 
@@ -304,7 +294,7 @@ def _is_disabled(candidate: _Candidate, disabled: set[str]) -> bool:
 
 
 def _hook_names() -> list[str]:
-    return [n for n in vars(hookspecs) if n.startswith("tideflow_")]
+    return [n for n in vars(hooks) if n.startswith("tideflow_")]
 
 
 def _validate_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
@@ -319,7 +309,7 @@ def _validate_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     # a function with a hook's name but no marker is silently ignored by pluggy;
     # that is nearly always a forgotten `@tideflow.hookimpl`
     namespace = vars(plugin) if isinstance(plugin, types.ModuleType) else {}
-    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    marker = f"{hooks.PROJECT_NAME}_impl"
     for attr in known:
         value = namespace.get(attr)
         if inspect.isfunction(value) and not hasattr(value, marker):
@@ -338,12 +328,10 @@ def load_plugins(
     The built-ins (`default_plugins`) come first, then the `tideflow` entry-point
     group of the installed distributions (or `entry_points`, when given), unless
     `TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD` is set. `TIDEFLOW_DISABLED_PLUGINS` (comma
-    separated plugin, module or distribution names) blocks plugins. A built-in's
-    option schema without a registered class yet stays in the catalog (the bridge
-    until every built-in backend is implemented)."""
+    separated plugin, module or distribution names) blocks plugins."""
     env = os.environ if environ is None else environ
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
+    pm = pluggy.PluginManager(hooks.PROJECT_NAME)
+    pm.add_hookspecs(hooks)
 
     candidates = list(_builtin_candidates(default_plugins))
     if not env.get(DISABLE_AUTOLOAD_ENV):
@@ -423,11 +411,6 @@ def _collect(
     problems: list[PluginProblem],
     disabled: tuple[str, ...],
 ) -> PluginSet:
-    from tideflow.compiler.schema import BackendSpec
-
-    from . import builtin_catalog
-
-    builtins = builtin_catalog()
     provided: dict[str, list[tuple[str, str]]] = {name: [] for name in loaded}
     registered: list[tuple[_Candidate, str, type[Backend]]] = []
     for kind, (hook_name, interface) in BACKEND_HOOKS.items():
@@ -440,8 +423,18 @@ def _collect(
 
     rules: list[tuple[_Candidate, LintRule]] = []
     rule_codes: dict[str, list[str]] = {name: [] for name in loaded}
-    for candidate, registry in _call_hook(pm, LINT_HOOK, loaded, LintRuleRegistry, problems):
-        for rule in cast("LintRuleRegistry", registry).registered:
+    make_registry = functools.partial(LintRuleRegistry, CODES)
+    for candidate, registry in _call_hook(pm, LINT_HOOK, loaded, make_registry, problems):
+        for rule_class in cast("LintRuleRegistry", registry).registered:
+            try:
+                rule = rule_class()
+            except Exception as exc:
+                problems.append(
+                    candidate.problem(
+                        f"lint rule {rule_class.code} could not be created: {_error_text(exc)}"
+                    )
+                )
+                continue
             rules.append((candidate, rule))
             rule_codes[candidate.name].append(rule.code)
 
@@ -457,15 +450,11 @@ def _collect(
             cls.name,
             cls.options,
             backend_summary(cls),
-            partitioned=bool(getattr(cls, "partitioned", False)),
-            subject_routed=bool(getattr(cls, "subject_routed", False)),
+            partitioned=issubclass(cls, Broker) and cls.partitioned,
+            subject_routed=issubclass(cls, Broker) and cls.subject_routed,
         )
         entry = BackendEntry(kind, cls.name, spec, cls, infos[candidate.name])
         taken = backends[kind].get(cls.name)
-        if taken is None and not candidate.builtin and builtins.get(kind, cls.name) is not None:
-            # a built-in name stays the built-in's, even before its class lands
-            taken = BackendEntry(kind, cls.name, builtins.backends[kind][cls.name], None, None)
-            backends[kind][cls.name] = taken
         if taken is not None:
             conflicts.setdefault((kind, cls.name), [taken]).append(entry)
             problems.append(
@@ -476,15 +465,6 @@ def _collect(
             )
             continue
         backends[kind][cls.name] = entry
-
-    # Bridge: built-in backends whose classes have not been written yet keep their
-    # option schemas in the catalog, so flows naming them compile. An entry leaves
-    # this path as soon as a DEFAULT_PLUGINS module registers the class.
-    for kind, specs in builtins.backends.items():
-        for name, spec in specs.items():
-            backends.setdefault(kind, {}).setdefault(
-                name, BackendEntry(kind, name, spec, None, None)
-            )
 
     lint_rules: list[LintRule] = []
     owners: dict[str, PluginInfo] = {}
@@ -515,3 +495,15 @@ def _collect(
 def installed_plugins() -> PluginSet:
     """`load_plugins()` once per process (`installed_plugins.cache_clear()` forgets)."""
     return load_plugins()
+
+
+def default_catalog() -> Catalog:
+    """The catalog the compiler validates against when none is given: the built-ins
+    and every installed plugin, loaded once per process."""
+    return installed_plugins().catalog
+
+
+def default_lint_rules() -> tuple[LintRule, ...]:
+    """The lint rules installed plugins register through `tideflow_lint_rules`, in
+    plugin order (the compiler reports a rule that fails as W409)."""
+    return installed_plugins().lint_rules

@@ -15,9 +15,7 @@ from typing import Any
 import httpx
 
 from . import builtin_options
-from .backends import BackendError, Notifier, NotifyEvent
-from .hookspecs import hookimpl
-from .registry import BackendRegistry
+from .api import BackendError, BackendRegistry, Notifier, NotifyEvent, hookimpl
 
 __all__ = ["CommandNotifier", "WebhookNotifier", "tideflow_register_notifiers"]
 

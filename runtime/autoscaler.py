@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from tideflow.compiler.ir import ConsumerNode, ScaleRule
-from tideflow.plugins.backends import BacklogFailure, BacklogReading, Scaler
+from tideflow.plugins.api import BacklogFailure, BacklogReading, Scaler
 
 from .clock import Clock
 from .decide import Decision, ScaleState, decide

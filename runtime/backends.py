@@ -15,7 +15,8 @@ from typing import Any
 
 from tideflow.compiler.ir import ConsumerNode, EnvRef, FlowIR, NotifyNode, SecretRef
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins import BackendContext, Broker, Notifier, Scaler, installed_plugins
+from tideflow.plugins.api import BackendContext, Broker, Notifier, Scaler
+from tideflow.plugins.manager import installed_plugins
 
 from .secrets import resolve_value
 
@@ -66,11 +67,14 @@ def open_topic_broker(flow: FlowIR, topic: str) -> Broker:
 
 
 def open_scaler(flow: FlowIR, consumer: ConsumerNode) -> Scaler:
-    """The scaler backend named by `consumer`'s scale block."""
+    """The scaler backend named by `consumer`'s scale block; for a consumer without
+    one, the `local` scaler (the scale block's default) with its default options."""
     if consumer.scale is None:
-        raise ValueError(f'consumer "{consumer.name}" has no scale block')
-    options = resolved_options(consumer.scale.options, f'consumer "{consumer.name}" scale')
-    scaler_class = installed_plugins().scaler_class(consumer.scale.backend)
+        backend, options = "local", {}
+    else:
+        backend = consumer.scale.backend
+        options = resolved_options(consumer.scale.options, f'consumer "{consumer.name}" scale')
+    scaler_class = installed_plugins().scaler_class(backend)
     return scaler_class(options, consumer, context=scaler_context(flow, consumer))
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import FlowIR
-    from tideflow.plugins import Broker, OutgoingMessage
+    from tideflow.plugins.api import Broker, OutgoingMessage
 
 DEFAULT_PUBLISHER_FACTORY: Final = "tideflow.runtime.context:make_publisher"
 FLUSH_EVERY: Final = 1000  # messages buffered per topic before a flush is forced
@@ -89,7 +89,7 @@ def message_headers(
             )
         chosen[name] = value
     if subject is not None:
-        from tideflow.plugins.backends import SUBJECT_HEADER
+        from tideflow.plugins.api import SUBJECT_HEADER
 
         if not isinstance(subject, str) or not subject:
             raise TypeError(f"`subject` is a non-empty string, got {subject!r}")
@@ -250,7 +250,7 @@ class BrokerPublisher:
     def publish(
         self, topic: str, value: bytes, key: bytes | None, headers: Mapping[str, str] | None = None
     ) -> None:
-        from tideflow.plugins import OutgoingMessage
+        from tideflow.plugins.api import OutgoingMessage
 
         batch = self._pending.setdefault(topic, [])
         batch.append(OutgoingMessage(value, key, headers or {}))

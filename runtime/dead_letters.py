@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from tideflow.plugins.backends import Broker, Message, OutgoingMessage
+from tideflow.plugins.api import Broker, Message, OutgoingMessage
 
 from .consumer.dead_letter import HEADER_PREFIX, dead_letter_group
 

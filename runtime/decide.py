@@ -80,7 +80,7 @@ from typing import Final
 
 from tideflow.compiler.ir import ScaleRule
 from tideflow.dsl.durations import format_duration
-from tideflow.plugins.backends import BacklogFailure, BacklogReading
+from tideflow.plugins.api import BacklogFailure, BacklogReading
 
 __all__ = [
     "MAX_HOLD",

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from tideflow.compiler.ir import FlowIR, NotifyNode
-from tideflow.plugins import BackendError, Notifier, NotifyEvent
+from tideflow.plugins.api import BackendError, Notifier, NotifyEvent
 
 from .backends import open_notifier
 from .executor import RunEvent

@@ -37,10 +37,10 @@ from typing import Any, Final
 
 from tideflow.compiler.ir import ConsumerNode, FlowIR
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins import BackendError, Broker, Scaler, installed_plugins
+from tideflow.plugins.api import BackendError, Broker, ReportsCrashLoops, Scaler
 
 from .autoscaler import Autoscaler
-from .backends import open_broker, open_scaler, open_topic_broker, scaler_context
+from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
 from .consumer.dead_letter import dead_letter_group
 from .executor import Executor, RunRequest
@@ -272,13 +272,11 @@ class Orchestrator:
     async def _start_consumer(
         self, flow: FlowIR, consumer: ConsumerNode, runtime: _FlowRuntime
     ) -> _ConsumerRuntime:
+        scaler = open_scaler(flow, consumer)
         if consumer.scale is None:
-            # no scale block: one local instance, kept running
-            local = installed_plugins().scaler_class("local")
-            scaler = local({}, consumer, context=scaler_context(flow, consumer))
+            # no scale block: one instance, kept running
             await scaler.scale(1)
             return _ConsumerRuntime(consumer, scaler)
-        scaler = open_scaler(flow, consumer)
         broker = open_topic_broker(flow, consumer.consumes)
         rule = consumer.scale
         topic, group = consumer.consumes, consumer.group
@@ -304,7 +302,7 @@ class Orchestrator:
         """Tell the notify blocks when a consumer starts or stops crash-looping."""
         for runtime in self.runtimes.values():
             for item in runtime.consumers:
-                looping = bool(getattr(item.scaler, "crash_looping", False))
+                looping = isinstance(item.scaler, ReportsCrashLoops) and item.scaler.crash_looping
                 if looping and not item.crash_looping:
                     await runtime.notifications.consumer_event(
                         "crash_loop",

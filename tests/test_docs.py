@@ -27,7 +27,8 @@ import pytest
 from tideflow.compiler import schema
 from tideflow.dsl.diagnostics import CODES
 from tideflow.dsl.parser import parse
-from tideflow.plugins import builtin_catalog
+from tideflow.plugins import api
+from tideflow.plugins.manager import DISABLE_AUTOLOAD_ENV, load_plugins
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "language.md"
 UPDATE = os.environ.get("TIDEFLOW_UPDATE_DOCS") == "1"
@@ -111,26 +112,26 @@ def slug(title: str) -> str:
 # --- what the language has --------------------------------------------------------------
 
 
-def nested_schemas() -> list[schema.BlockSchema]:
+def nested_schemas() -> list[api.BlockSchema]:
     """Schemas reached through `ObjectType` fields of the top-level blocks, recursively."""
-    found: dict[str, schema.BlockSchema] = {}
+    found: dict[str, api.BlockSchema] = {}
     pending = list(schema.BLOCKS.values())
     while pending:
         block = pending.pop()
         for field in block.fields:
             value_type: Any = field.type
-            while isinstance(value_type, schema.ListType | schema.MapType):
+            while isinstance(value_type, api.ListType | api.MapType):
                 value_type = (
-                    value_type.item if isinstance(value_type, schema.ListType) else value_type.value
+                    value_type.item if isinstance(value_type, api.ListType) else value_type.value
                 )
-            if isinstance(value_type, schema.ObjectType) and value_type.schema.type not in found:
+            if isinstance(value_type, api.ObjectType) and value_type.schema.type not in found:
                 found[value_type.schema.type] = value_type.schema
                 pending.append(value_type.schema)
     return sorted(found.values(), key=lambda s: s.type)
 
 
-def backends() -> list[tuple[str, schema.BackendSpec]]:
-    catalog = builtin_catalog()
+def backends() -> list[tuple[str, api.BackendSpec]]:
+    catalog = load_plugins(environ={DISABLE_AUTOLOAD_ENV: "1"}).catalog  # the built-ins
     return [
         (kind, spec)
         for kind in ("broker", "scaler", "notifier")
@@ -139,70 +140,70 @@ def backends() -> list[tuple[str, schema.BackendSpec]]:
     ]
 
 
-def flow_literal(value_type: schema.ValueType, value: Any) -> str:
+def flow_literal(value_type: api.ValueType, value: Any) -> str:
     """A default value as a .flow file writes it, as the tables show it."""
-    if isinstance(value_type, schema.DurationType):
+    if isinstance(value_type, api.DurationType):
         seconds = float(value)
         for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
             if seconds >= size and seconds % size == 0:
                 return f"{int(seconds // size)}{unit}"
         return "0s" if seconds == 0 else f"{round(seconds * 1000)}ms"
-    if isinstance(value_type, schema.BoolType):
+    if isinstance(value_type, api.BoolType):
         return "true" if value else "false"
-    if isinstance(value_type, schema.ListType):
+    if isinstance(value_type, api.ListType):
         return "[" + ", ".join(flow_literal(value_type.item, v) for v in value) + "]"
-    if isinstance(value_type, schema.StringType):
+    if isinstance(value_type, api.StringType):
         return f'"{value}"'
     return str(value)
 
 
-def expected_type_cell(value_type: schema.ValueType) -> str:
+def expected_type_cell(value_type: api.ValueType) -> str:
     """How the tables write a value type."""
     match value_type:
-        case schema.StringType(secretable=True):
+        case api.StringType(secretable=True):
             return "string, `env()` or `secret()`"
-        case schema.StringType():
+        case api.StringType():
             return "string"
-        case schema.IntType(minimum=None):
+        case api.IntType(minimum=None):
             return "integer"
-        case schema.IntType(minimum=minimum):
+        case api.IntType(minimum=minimum):
             return f"integer ≥ {minimum}"
-        case schema.NumberType(positive=True):
+        case api.NumberType(positive=True):
             return "number > 0"
-        case schema.NumberType():
+        case api.NumberType():
             return "number"
-        case schema.BoolType():
+        case api.BoolType():
             return "boolean"
-        case schema.DurationType(positive=True):
+        case api.DurationType(positive=True):
             return "duration > 0"
-        case schema.DurationType():
+        case api.DurationType():
             return "duration"
-        case schema.SizeType():
+        case api.SizeType():
             return "size"
-        case schema.EnumType(choices=choices):
+        case api.EnumType(choices=choices):
             return " \\| ".join(f"`{c}`" for c in choices)
-        case schema.ListType(item=item, allow_single=True):
+        case api.ListType(item=item, allow_single=True):
             return f"{expected_type_cell(item)}, or a list of them"
-        case schema.ListType(item=item):
+        case api.ListType(item=item):
             return f"list of {expected_type_cell(item)}"
-        case schema.MapType(value=item):
+        case api.MapType(value=item):
             return f"map of {expected_type_cell(item)}"
-        case schema.RefType(kind=kind):
+        case api.RefType(kind=kind):
             return f"`{kind}.NAME`"
-        case schema.ObjectType(schema=nested):
+        case api.ObjectType(schema=nested):
             return f"[`{nested.type}`](#{nested.type}-nested-block) block or map"
-        case schema.ScheduleType():
+        case api.ScheduleType():
             return "`cron(...)` or `every(...)`"
-        case schema.BackoffType():
+        case api.BackoffType():
             return "`fixed(...)` or `exponential(...)`"
-        case schema.CallableType():
+        case api.CallableType():
             return '`"module:function"`'
-        case schema.LiteralType():
+        case api.LiteralType():
             return "any literal"
     raise AssertionError(f"no table wording for {value_type!r}: add one here")
 
 
-def expected_default_cell(field: schema.Field) -> str:
+def expected_default_cell(field: api.Field) -> str:
     if field.required:
         return "**required**"
     if field.default is None:
@@ -210,7 +211,7 @@ def expected_default_cell(field: schema.Field) -> str:
     return f"`{flow_literal(field.type, field.default)}`"
 
 
-def check_table(title: str, fields: tuple[schema.Field, ...]) -> list[str]:
+def check_table(title: str, fields: tuple[api.Field, ...]) -> list[str]:
     """Problems with the attribute table under the heading `title`, as sentences."""
     rows = section(title).table_rows()
     names = [f.name for f in fields]
@@ -248,14 +249,14 @@ def check_table(title: str, fields: tuple[schema.Field, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("block", list(schema.BLOCKS.values()), ids=lambda b: b.type)
-def test_block_is_documented_with_every_attribute(block: schema.BlockSchema) -> None:
+def test_block_is_documented_with_every_attribute(block: api.BlockSchema) -> None:
     title = f"`{block.type}` block"
     problems = check_table(title, block.fields)
     assert not problems, f"docs/language.md, section {title!r}: " + "; ".join(problems)
 
 
 @pytest.mark.parametrize("nested", nested_schemas(), ids=lambda b: b.type)
-def test_nested_block_is_documented_with_every_attribute(nested: schema.BlockSchema) -> None:
+def test_nested_block_is_documented_with_every_attribute(nested: api.BlockSchema) -> None:
     title = f"`{nested.type}` nested block"
     problems = check_table(title, nested.fields)
     assert not problems, f"docs/language.md, section {title!r}: " + "; ".join(problems)
@@ -265,7 +266,7 @@ def test_nested_block_is_documented_with_every_attribute(nested: schema.BlockSch
     ("kind", "backend"), backends(), ids=lambda v: v if isinstance(v, str) else v.name
 )
 def test_builtin_backend_is_documented_with_every_option(
-    kind: str, backend: schema.BackendSpec
+    kind: str, backend: api.BackendSpec
 ) -> None:
     title = f"`{backend.name}` {kind}"
     problems = check_table(title, backend.options)

@@ -1,10 +1,12 @@
 """Each helper that several rooms need lives once (STYLE.md, "Layers point one way"), and
 the shipped package holds no test fakes.
 
-The helpers: `dsl/durations.py` (reading and writing durations), `dsl/suggest.py` (the
-"did you mean" of every message), `dsl/gc_pause.py` (the collector paused around
-parsing and compiling), `compiler/describe.py` (how a schedule is told). A copy that
-comes back in another module fails here, with where it is.
+The helpers: `dsl/durations.py` (reading and writing durations),
+`plugins/api/suggest.py` (the "did you mean" of every message, in the lowest room
+because backends use it too; `dsl/suggest.py` re-exports it), `dsl/gc_pause.py`
+(the collector paused around parsing and compiling), `compiler/describe.py` (how a
+schedule is told). A copy that comes back in another module fails here, with where
+it is.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ HOMES = {
     "gc_paused": "dsl/gc_pause.py",
     "_gc_paused": "dsl/gc_pause.py",
     "describe_schedule": "compiler/describe.py",
-    "suggest": "dsl/suggest.py",
-    "closest": "dsl/suggest.py",
+    "suggest": "plugins/api/suggest.py",
+    "closest": "plugins/api/suggest.py",
 }
 # wrappers that keep a public name and only add their own error, delegating the work
 DELEGATES = {("parse_duration", "runtime/simulate/profiles.py"): "durations.parse_duration("}
@@ -54,8 +56,8 @@ def _copies() -> list[str]:
                 if name != home and not (delegate and delegate in body):
                     found.append(f"{name}:{node.lineno}: `{node.name}` belongs in {home}")
             elif isinstance(node, ast.Attribute) and node.attr == "get_close_matches":
-                if name != "dsl/suggest.py":
-                    found.append(f"{name}:{node.lineno}: difflib belongs in dsl/suggest.py")
+                if name != "plugins/api/suggest.py":
+                    found.append(f"{name}:{node.lineno}: difflib belongs in plugins/api/suggest.py")
             elif (
                 isinstance(node, ast.Attribute)
                 and node.attr == "disable"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tideflow.plugins.hookspecs import hookimpl
+    from tideflow.plugins.api import hookimpl
     from tideflow.runtime.consumer.handler import ConsumerContext, HandlerMessage
     from tideflow.runtime.context import JobContext
 
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # Lazy: job worker processes import `tideflow` and must start fast; pluggy, the
 # plugin machinery and the consumer runtime cost tens of ms they rarely need.
 _LAZY = {
-    "hookimpl": "tideflow.plugins.hookspecs",
+    "hookimpl": "tideflow.plugins.api",
     "JobContext": "tideflow.runtime.context",
     "ConsumerContext": "tideflow.runtime.consumer.handler",
     "HandlerMessage": "tideflow.runtime.consumer.handler",

@@ -359,7 +359,7 @@ def _compile(path: str, *, check_imports: bool = False) -> CompileResult:
     their lint rules. A plugin that failed to load is reported once, as a warning.
     `check_imports` adds the import check (E501-E503) of a flow that compiled."""
     from tideflow.compiler import compile_flow
-    from tideflow.plugins import installed_plugins
+    from tideflow.plugins.manager import installed_plugins
 
     plugins = installed_plugins()
     _warn_plugin_problems(tuple(str(problem) for problem in plugins.problems))
@@ -477,7 +477,7 @@ def lint_command(
         document = render_json(found, sources, max_per_file=max_errors)
         out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     elif output_format == "sarif":
-        from tideflow.plugins import installed_plugins
+        from tideflow.plugins.manager import installed_plugins
 
         titles = {rule.code: rule.summary for rule in installed_plugins().lint_rules}
         log = render_sarif(shown_per_file(found, max_errors)[0], rule_titles=titles)

@@ -88,7 +88,7 @@ def _scaled_consumer(ir: FlowIR, name: str | None) -> tuple[ConsumerNode, ScaleR
 
 def _partitions(ir: FlowIR, consumer: ConsumerNode) -> tuple[int, bool]:
     """The consumed topic's partition count, and whether its broker is partitioned."""
-    from tideflow.plugins import installed_plugins
+    from tideflow.plugins.manager import installed_plugins
 
     topic = ir.topics[consumer.consumes]
     broker = ir.brokers.get(topic.broker)

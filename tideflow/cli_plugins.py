@@ -21,10 +21,10 @@ import click
 from tideflow.cli import _settings, text_console
 from tideflow.dsl.durations import format_duration
 from tideflow.dsl.suggest import suggest
-from tideflow.plugins import BackendEntry, PluginSet, installed_plugins
+from tideflow.plugins.manager import BackendEntry, PluginSet, installed_plugins
 
 if TYPE_CHECKING:
-    from tideflow.compiler.schema import Field, ValueType
+    from tideflow.plugins.api import Field, ValueType
 
 __all__ = ["plugins_command"]
 
@@ -53,7 +53,7 @@ def _echo_error(message: str) -> None:
 
 def format_value(value: object, vtype: ValueType) -> str:
     """A default value as it would be written in a `.flow` file."""
-    from tideflow.compiler import schema as s
+    from tideflow.plugins.api import options as s
 
     if value is None:
         return ""

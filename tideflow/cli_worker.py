@@ -167,7 +167,8 @@ def _configuration_problem(message: str) -> NoReturn:
 def _run(flow: FlowIR, consumer: ConsumerNode, state_url: str | None, instance_id: str) -> int:
     """Set the instance up (every problem found here exits 1), run it, and return the
     exit status."""
-    from tideflow.plugins import BackendError, UnknownBackendError
+    from tideflow.plugins.api import BackendError
+    from tideflow.plugins.manager import UnknownBackendError
     from tideflow.runtime import secrets
     from tideflow.runtime.backends import open_topic_broker
     from tideflow.runtime.consumer.handler import HandlerError, flow_directory, load_handler

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl.loader import LoadedFlow
 
 from .common import head_span
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-def check_flow(loaded: LoadedFlow, catalog: s.Catalog, *, today: date | None = None) -> CheckedFlow:
+def check_flow(loaded: LoadedFlow, catalog: o.Catalog, *, today: date | None = None) -> CheckedFlow:
     """Check the merged blocks of `loaded`. `today` anchors the daylight-saving warnings."""
     ctx = CheckContext(catalog, today or datetime.now(UTC).date())
     sections = SectionChecker(ctx)

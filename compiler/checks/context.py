@@ -8,6 +8,7 @@ from datetime import date
 from typing import Final, final
 
 from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Block, Span
 from tideflow.dsl.diagnostics import Diagnostic, Related
 from tideflow.dsl.suggest import suggest
@@ -23,7 +24,7 @@ _NAME_CHARACTERS: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 class CheckContext:
     """The state of one check of one flow; each pass reads and adds to it."""
 
-    def __init__(self, catalog: s.Catalog, today: date) -> None:
+    def __init__(self, catalog: o.Catalog, today: date) -> None:
         self.catalog = catalog
         self.today = today  # anchors the daylight-saving warnings
         self.found: list[Diagnostic] = []

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Block
 from tideflow.dsl.diagnostics import Related
 from tideflow.dsl.suggest import suggest
@@ -17,7 +18,7 @@ from .context import CheckContext
 __all__ = ["Pending", "declare"]
 
 # kind, name (None: the block takes no name, or had a problem), block, its schema
-Pending: TypeAlias = tuple[str, str | None, Block, s.BlockSchema]
+Pending: TypeAlias = tuple[str, str | None, Block, o.BlockSchema]
 
 
 def declare(ctx: CheckContext, blocks: Sequence[Block]) -> list[Pending]:
@@ -62,7 +63,7 @@ def declare(ctx: CheckContext, blocks: Sequence[Block]) -> list[Pending]:
     return pending
 
 
-def _label(ctx: CheckContext, block: Block, schema: s.BlockSchema) -> str | None:
+def _label(ctx: CheckContext, block: Block, schema: o.BlockSchema) -> str | None:
     if not schema.label:
         if block.label is not None:
             ctx.error(

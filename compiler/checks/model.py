@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Attribute, Block, MapEntry, Span
 from tideflow.dsl.diagnostics import Diagnostic
 
@@ -53,7 +53,7 @@ class Section:
     values: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
-    backend: s.BackendSpec | None = None
+    backend: o.BackendSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
-from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Attribute, Block, Span
 from tideflow.dsl.diagnostics import Related
@@ -29,12 +29,12 @@ class SectionChecker:
     def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
         self._values = ValueChecker(ctx, self.section)
-        self._field_tables: dict[tuple[int, int], dict[str, tuple[s.Field, bool]]] = {}
-        self._required: dict[tuple[int, int], tuple[s.Field, ...]] = {}
+        self._field_tables: dict[tuple[int, int], dict[str, tuple[o.Field, bool]]] = {}
+        self._required: dict[tuple[int, int], tuple[o.Field, ...]] = {}
 
     def _fields(
-        self, schema: s.BlockSchema, backend: s.BackendSpec | None
-    ) -> tuple[dict[str, tuple[s.Field, bool]], tuple[s.Field, ...]]:
+        self, schema: o.BlockSchema, backend: o.BackendSpec | None
+    ) -> tuple[dict[str, tuple[o.Field, bool]], tuple[o.Field, ...]]:
         """Name -> (field, is a backend option), and the required fields."""
         key = (id(schema), id(backend))
         table = self._field_tables.get(key)
@@ -47,8 +47,8 @@ class SectionChecker:
         return table, self._required[key]
 
     def _backend(
-        self, items: Sequence[Item], schema: s.BlockSchema, owner: str
-    ) -> tuple[s.BackendSpec | None, bool]:
+        self, items: Sequence[Item], schema: o.BlockSchema, owner: str
+    ) -> tuple[o.BackendSpec | None, bool]:
         """The backend the block names, and whether its name is known (E211 otherwise)."""
         assert schema.backend_kind is not None and schema.backend_field is not None
         choice: Item | None = None
@@ -79,7 +79,7 @@ class SectionChecker:
         return None, False
 
     def section(
-        self, items: Sequence[Item], schema: s.BlockSchema, owner: str, where: Span
+        self, items: Sequence[Item], schema: o.BlockSchema, owner: str, where: Span
     ) -> Section:
         """Check one body against `schema` (and its backend's options); never raises."""
         section = Section()
@@ -142,11 +142,11 @@ class SectionChecker:
         name: str,
         span: Span,
         is_block: bool,
-        table: Mapping[str, tuple[s.Field, bool]],
+        table: Mapping[str, tuple[o.Field, bool]],
         owner: str,
     ) -> None:
         if is_block:
-            blocks = [n for n, (f, _) in table.items() if isinstance(f.type, s.ObjectType)]
+            blocks = [n for n, (f, _) in table.items() if isinstance(f.type, o.ObjectType)]
             self.ctx.error(
                 "E202",
                 f"unknown block `{name}` in {owner}",
@@ -161,8 +161,8 @@ class SectionChecker:
                 help=suggest(name, table, fold_case=True),
             )
 
-    def _nested(self, block: Block, spec: s.Field, name: str, owner: str) -> Any:
-        if not isinstance(spec.type, s.ObjectType):
+    def _nested(self, block: Block, spec: o.Field, name: str, owner: str) -> Any:
+        if not isinstance(spec.type, o.ObjectType):
             return self.ctx.error(
                 "E203",
                 f"wrong type for `{name}` in {owner}: expected {spec.type.describe()}, "

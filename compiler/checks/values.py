@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any, Final, TypeAlias, final
 
 from tideflow.compiler import schema as s
+from tideflow.plugins.api import options as o
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Call, MapEntry, Span, expr_kind
 from tideflow.dsl.diagnostics import Diagnostic, Related
@@ -27,7 +28,7 @@ CALLABLE: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.
 #: Checks one value: (expression, its value type, attribute name, owner) -> value or INVALID.
 Converter: TypeAlias = Callable[[Any, Any, str, str], Any]
 #: Checks a map literal's entries against an object's schema (`sections.SectionChecker`).
-SectionCheck: TypeAlias = Callable[[Sequence[MapEntry], s.BlockSchema, str, Span], Section]
+SectionCheck: TypeAlias = Callable[[Sequence[MapEntry], o.BlockSchema, str, Span], Section]
 
 
 @cache
@@ -53,33 +54,33 @@ class ValueChecker:
         self.ctx = ctx
         self._check_section = check_section
         self.converters: dict[type, Converter] = {
-            s.StringType: self._string,
-            s.IntType: self._int,
-            s.NumberType: self._number,
-            s.BoolType: self._bool,
-            s.DurationType: self._duration,
-            s.SizeType: self._size,
-            s.EnumType: self._enum,
-            s.ListType: self._list,
-            s.MapType: self._map,
-            s.RefType: self._reference,
-            s.ObjectType: self._object,
-            s.ScheduleType: self._schedule,
-            s.BackoffType: self._backoff,
-            s.CallableType: self._callable,
-            s.LiteralType: self._literal,
+            o.StringType: self._string,
+            o.IntType: self._int,
+            o.NumberType: self._number,
+            o.BoolType: self._bool,
+            o.DurationType: self._duration,
+            o.SizeType: self._size,
+            o.EnumType: self._enum,
+            o.ListType: self._list,
+            o.MapType: self._map,
+            o.RefType: self._reference,
+            o.ObjectType: self._object,
+            o.ScheduleType: self._schedule,
+            o.BackoffType: self._backoff,
+            o.CallableType: self._callable,
+            o.LiteralType: self._literal,
         }
         # attributes whose accepted forms the schema cannot express
         self.special: dict[tuple[str, str], Converter] = {
             ("job", "command"): self._command,
         }
 
-    def convert(self, expr: ast.Expr, vtype: s.ValueType, name: str, owner: str) -> Any:
+    def convert(self, expr: ast.Expr, vtype: o.ValueType, name: str, owner: str) -> Any:
         """Check `expr` against `vtype`; the converted value, or INVALID (reported)."""
         return self.converters[type(vtype)](expr, vtype, name, owner)
 
     def _mismatch(
-        self, expr: ast.Expr, vtype: s.ValueType, name: str, owner: str, help: str | None = None
+        self, expr: ast.Expr, vtype: o.ValueType, name: str, owner: str, help: str | None = None
     ) -> Invalid:
         if type(expr) is Call and expr.function not in s.FUNCTIONS:
             return self._unknown_function(expr)
@@ -92,9 +93,9 @@ class ValueChecker:
             )
         if help is None and type(expr) is ast.String:
             help = self._unquote_help(expr, vtype)
-        if help is None and type(expr) is ast.Name and isinstance(vtype, s.StringType):
+        if help is None and type(expr) is ast.Name and isinstance(vtype, o.StringType):
             help = f'write it as a string: "{expr.name}"'
-        if help is None and type(expr) is ast.Number and isinstance(vtype, s.DurationType):
+        if help is None and type(expr) is ast.Number and isinstance(vtype, o.DurationType):
             help = f"add a unit: `{expr.raw}s`"
         return self.ctx.error(
             "E203",
@@ -104,19 +105,19 @@ class ValueChecker:
             help=help,
         )
 
-    def _unquote_help(self, expr: ast.String, vtype: s.ValueType) -> str | None:
+    def _unquote_help(self, expr: ast.String, vtype: o.ValueType) -> str | None:
         text = expr.value
-        if isinstance(vtype, s.RefType) and text in self.ctx.blocks.get(vtype.kind, {}):
+        if isinstance(vtype, o.RefType) and text in self.ctx.blocks.get(vtype.kind, {}):
             return f"write it as a reference: `{vtype.kind}.{text}`"
-        if isinstance(vtype, s.IntType | s.NumberType | s.SizeType) and re.fullmatch(
+        if isinstance(vtype, o.IntType | o.NumberType | o.SizeType) and re.fullmatch(
             r"-?\d+(\.\d+)?", text
         ):
             return f"remove the quotes: `{text}`"
-        if isinstance(vtype, s.DurationType) and re.fullmatch(
+        if isinstance(vtype, o.DurationType) and re.fullmatch(
             r"(\d+(\.\d+)?(ms|us|s|m|h|d|w))+", text
         ):
             return f"remove the quotes: `{text}`"
-        if isinstance(vtype, s.BoolType) and text in ("true", "false"):
+        if isinstance(vtype, o.BoolType) and text in ("true", "false"):
             return f"remove the quotes: `{text}`"
         return None
 
@@ -128,7 +129,7 @@ class ValueChecker:
             help=suggest(call.function, s.FUNCTIONS, "`{}()`", fold_case=True),
         )
 
-    def _string(self, expr: Any, vtype: s.StringType, name: str, owner: str) -> Any:
+    def _string(self, expr: Any, vtype: o.StringType, name: str, owner: str) -> Any:
         kind = type(expr)
         if kind is ast.String:
             text: str = expr.value
@@ -176,7 +177,7 @@ class ValueChecker:
             help=suggest(text, choices, fold_case=True),
         )
 
-    def _int(self, expr: Any, vtype: s.IntType, name: str, owner: str) -> Any:
+    def _int(self, expr: Any, vtype: o.IntType, name: str, owner: str) -> Any:
         if type(expr) is not ast.Number or type(expr.value) is not int:
             return self._mismatch(expr, vtype, name, owner)
         value: int = expr.value
@@ -194,7 +195,7 @@ class ValueChecker:
             )
         return value
 
-    def _number(self, expr: Any, vtype: s.NumberType, name: str, owner: str) -> Any:
+    def _number(self, expr: Any, vtype: o.NumberType, name: str, owner: str) -> Any:
         if type(expr) is not ast.Number:
             return self._mismatch(expr, vtype, name, owner)
         if vtype.positive and expr.value <= 0:
@@ -203,12 +204,12 @@ class ValueChecker:
             )
         return expr.value
 
-    def _bool(self, expr: Any, vtype: s.BoolType, name: str, owner: str) -> Any:
+    def _bool(self, expr: Any, vtype: o.BoolType, name: str, owner: str) -> Any:
         if type(expr) is not ast.Bool:
             return self._mismatch(expr, vtype, name, owner)
         return expr.value
 
-    def _duration(self, expr: Any, vtype: s.DurationType, name: str, owner: str) -> Any:
+    def _duration(self, expr: Any, vtype: o.DurationType, name: str, owner: str) -> Any:
         if type(expr) is not ast.Duration:
             return self._mismatch(expr, vtype, name, owner)
         if vtype.positive and expr.seconds <= 0:
@@ -217,14 +218,14 @@ class ValueChecker:
             )
         return expr.seconds
 
-    def _size(self, expr: Any, vtype: s.SizeType, name: str, owner: str) -> Any:
+    def _size(self, expr: Any, vtype: o.SizeType, name: str, owner: str) -> Any:
         if type(expr) is ast.Size:
             return expr.bytes
         if type(expr) is ast.Number and type(expr.value) is int and expr.value >= 0:
             return expr.value
         return self._mismatch(expr, vtype, name, owner)
 
-    def _enum(self, expr: Any, vtype: s.EnumType, name: str, owner: str) -> Any:
+    def _enum(self, expr: Any, vtype: o.EnumType, name: str, owner: str) -> Any:
         kind = type(expr)
         if kind is ast.Name:
             text = expr.name
@@ -236,7 +237,7 @@ class ValueChecker:
             return self._bad_choice(expr, text, vtype.choices, name, owner)
         return text
 
-    def _list(self, expr: Any, vtype: s.ListType, name: str, owner: str) -> Any:
+    def _list(self, expr: Any, vtype: o.ListType, name: str, owner: str) -> Any:
         if type(expr) is not ast.ListExpr:
             if not vtype.allow_single:
                 return self._mismatch(expr, vtype, name, owner)
@@ -257,7 +258,7 @@ class ValueChecker:
             )
         return tuple(values)
 
-    def _map(self, expr: Any, vtype: s.MapType, name: str, owner: str) -> Any:
+    def _map(self, expr: Any, vtype: o.MapType, name: str, owner: str) -> Any:
         if type(expr) is not ast.MapExpr:
             return self._mismatch(expr, vtype, name, owner)
         convert = self.converters[type(vtype.value)]
@@ -279,7 +280,7 @@ class ValueChecker:
                 values[entry.key] = value
         return values
 
-    def _reference(self, expr: Any, vtype: s.RefType, name: str, owner: str) -> Any:
+    def _reference(self, expr: Any, vtype: o.RefType, name: str, owner: str) -> Any:
         kind = type(expr)
         declared = self.ctx.blocks[vtype.kind]
         if kind is ast.Reference and _is_other_flows_job(expr) and vtype.kind == "job":
@@ -314,12 +315,12 @@ class ValueChecker:
             )
         return self._mismatch(expr, vtype, name, owner)
 
-    def _object(self, expr: Any, vtype: s.ObjectType, name: str, owner: str) -> Any:
+    def _object(self, expr: Any, vtype: o.ObjectType, name: str, owner: str) -> Any:
         if type(expr) is not ast.MapExpr:
             return self._mismatch(expr, vtype, name, owner)
         return self._check_section(expr.entries, vtype.schema, f"{name} of {owner}", expr.span)
 
-    def _callable(self, expr: Any, vtype: s.CallableType, name: str, owner: str) -> Any:
+    def _callable(self, expr: Any, vtype: o.CallableType, name: str, owner: str) -> Any:
         if type(expr) is not ast.String:
             return self._mismatch(expr, vtype, name, owner)
         text: str = expr.value
@@ -337,7 +338,7 @@ class ValueChecker:
             )
         return text
 
-    def _literal(self, expr: Any, vtype: s.LiteralType, name: str, owner: str) -> Any:
+    def _literal(self, expr: Any, vtype: o.LiteralType, name: str, owner: str) -> Any:
         kind = type(expr)
         if kind is ast.String:
             if expr.value and _is_credential(name):
@@ -353,23 +354,23 @@ class ValueChecker:
             values = (self._literal(item, vtype, name, owner) for item in expr.items)
             return tuple(v for v in values if v is not INVALID)
         if kind is ast.MapExpr:
-            return self._map(expr, s.MapType(vtype), name, owner)
+            return self._map(expr, o.MapType(vtype), name, owner)
         help = f'write it as a string: "{expr.name}"' if kind is ast.Name else None
         return self._mismatch(expr, vtype, name, owner, help=help)
 
-    def _command(self, expr: Any, vtype: s.ValueType, name: str, owner: str) -> Any:
+    def _command(self, expr: Any, vtype: o.ValueType, name: str, owner: str) -> Any:
         # a string is a shell command line; whether `shell = true` is set is
         # checked with the whole job (`constraints.check_job`)
         if type(expr) is ast.String:
             return expr.value
         return self.convert(expr, vtype, name, owner)
 
-    def _schedule(self, expr: Any, vtype: s.ScheduleType, name: str, owner: str) -> Any:
+    def _schedule(self, expr: Any, vtype: o.ScheduleType, name: str, owner: str) -> Any:
         if type(expr) is not Call or expr.function not in ("cron", "every"):
             return self._mismatch(expr, vtype, name, owner)
         return calls.schedule(self.ctx, expr)
 
-    def _backoff(self, expr: Any, vtype: s.BackoffType, name: str, owner: str) -> Any:
+    def _backoff(self, expr: Any, vtype: o.BackoffType, name: str, owner: str) -> Any:
         if type(expr) is not Call or expr.function not in ("fixed", "exponential"):
             return self._mismatch(expr, vtype, name, owner)
         return calls.backoff(self.ctx, expr)

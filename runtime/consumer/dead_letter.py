@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from tideflow.plugins.backends import Message
+from tideflow.plugins.api import Message
 from tideflow.runtime.job_worker import error_fields
 
 if TYPE_CHECKING:

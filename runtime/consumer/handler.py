@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tideflow.plugins.backends import Message, OutgoingMessage
+from tideflow.plugins.api import Message, OutgoingMessage
 from tideflow.runtime.context import PublishError, encode_payload, load_object, message_headers
 
 if TYPE_CHECKING:

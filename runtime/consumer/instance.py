@@ -49,12 +49,18 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from tideflow.plugins.backends import BackendClosedError, Broker, Message, OutgoingMessage
+from tideflow.plugins.api import (
+    BackendClosedError,
+    Broker,
+    Message,
+    OutgoingMessage,
+    ReportsAssignedPartitions,
+)
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
 from tideflow.runtime.redaction import RedactingFilter
@@ -747,12 +753,11 @@ class ConsumerInstance:
 
     async def _partitions(self) -> tuple[int, ...]:
         """The partitions this instance holds, when the broker can say (optional API)."""
-        method = getattr(self.broker, "assigned_partitions", None)
-        if method is None:
+        if not isinstance(self.broker, ReportsAssignedPartitions):
             return ()
         try:
-            found = method(self.consumer.consumes, self.consumer.group)
-            if inspect.isawaitable(found):
+            found = self.broker.assigned_partitions(self.consumer.consumes, self.consumer.group)
+            if isinstance(found, Awaitable):
                 found = await found
             return tuple(sorted(int(p) for p in found))
         except Exception:

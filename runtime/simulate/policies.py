@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from tideflow.compiler.ir import ScaleRule
-from tideflow.plugins.backends import BacklogReading
+from tideflow.plugins.api import BacklogReading
 from tideflow.runtime.decide import ScaleState, decide
 
 from .profiles import EPS

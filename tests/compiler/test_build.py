@@ -20,7 +20,7 @@ from tideflow.compiler.ir import (
     SecretRef,
 )
 from tideflow.dsl.loader import load_source
-from tideflow.plugins import default_catalog
+from tideflow.plugins.manager import default_catalog
 
 ORDERS = """
 flow "orders" {

@@ -8,8 +8,8 @@ from __future__ import annotations
 import textwrap
 
 from tideflow.compiler import CompileResult, compile_source
-from tideflow.compiler.schema import BackendSpec, Catalog, Field, IntType, StringType
 from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.plugins.api import BackendSpec, Catalog, Field, IntType, StringType
 
 
 def check(text: str, *, catalog: Catalog | None = None) -> CompileResult:

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from tideflow.compiler import CompileResult, compile_flow, compile_source
-from tideflow.compiler.schema import BackendSpec, Catalog
 from tideflow.dsl.diagnostics import CODES
+from tideflow.plugins.api import BackendSpec, Catalog
 
 HERE = Path(__file__).parent
 

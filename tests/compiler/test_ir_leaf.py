@@ -18,7 +18,7 @@ COMPILE_ONLY = (
     "tideflow.compiler.pipeline",
     "tideflow.compiler.checks",
     "tideflow.compiler.schema",
-    "tideflow.plugins",
+    "tideflow.plugins.manager",
 )
 
 

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tideflow.compiler import compile_source
 from tideflow.compiler.irjson import from_json, to_json
-from tideflow.compiler.schema import BLOCKS, ObjectType
+from tideflow.compiler.schema import BLOCKS
 from tideflow.dsl.diagnostics import CODES
-from tideflow.plugins import default_catalog
+from tideflow.plugins.api import ObjectType
+from tideflow.plugins.manager import default_catalog
 
 NAMES = ["a", "b", "main", "orders"]
 KINDS = ["job", "topic", "pool", "broker", "consumer", "notify", "jbo"]

@@ -8,9 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tideflow.plugins
-from tideflow.plugins import PluginSet, load_plugins
-from tideflow.plugins.manager import DISABLE_AUTOLOAD_ENV
+import tideflow.plugins.manager
+from tideflow.plugins.manager import DISABLE_AUTOLOAD_ENV, PluginSet, load_plugins
 
 # already in the canonical format (`tideflow fmt` leaves it alone)
 GOOD = """\
@@ -87,7 +86,7 @@ def builtin_plugins_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI sees tideflow's own plugins only, whatever else the environment has
     installed, in this process and in the programs the tests start."""
     monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
-    monkeypatch.setattr(tideflow.plugins, "installed_plugins", _builtin_plugin_set)
+    monkeypatch.setattr(tideflow.plugins.manager, "installed_plugins", _builtin_plugin_set)
 
 
 @functools.cache

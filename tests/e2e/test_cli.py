@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import tideflow.compiler
-import tideflow.plugins
+import tideflow.plugins.manager
 from click.testing import CliRunner, Result
 from tideflow.compiler.ir import FlowIR
 from tideflow.dsl.diagnostics import Diagnostic, Severity
@@ -363,13 +363,13 @@ class DescriptionRule:
 
 @pytest.fixture
 def with_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    catalog = tideflow.plugins.installed_plugins().catalog
+    catalog = tideflow.plugins.manager.installed_plugins().catalog
     plugins = SimpleNamespace(
         catalog=catalog,
         lint_rules=(DescriptionRule(),),
         problems=('plugin "broken" (tideflow-broken 0.1): cannot import tideflow_broken',),
     )
-    monkeypatch.setattr(tideflow.plugins, "installed_plugins", lambda: plugins)
+    monkeypatch.setattr(tideflow.plugins.manager, "installed_plugins", lambda: plugins)
 
 
 def test_plugin_lint_rules_run_and_plugin_problems_are_warned(with_plugin: None, good: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from tideflow.compiler import compile_flow
-from tideflow.plugins import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.consumer.dead_letter import dead_letter_group
 from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow

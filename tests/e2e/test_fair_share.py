@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from tideflow.compiler import compile_flow, schema
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import BackendContext, OutgoingMessage
+from tideflow.plugins.api import BackendContext, OutgoingMessage
 from tideflow.plugins.local import LocalScaler
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload

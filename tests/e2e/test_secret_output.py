@@ -262,7 +262,7 @@ def test_a_worker_run_by_hand_prints_no_secret(tmp_path: Path) -> None:
     publish = (
         "import asyncio\n"
         "from tideflow.cli import load_flow\n"
-        "from tideflow.plugins import OutgoingMessage\n"
+        "from tideflow.plugins.api import OutgoingMessage\n"
         "from tideflow.runtime.backends import open_topic_broker\n"
         "async def main():\n"
         f"    async with open_topic_broker(load_flow({str(flow)!r}), 'orders') as broker:\n"

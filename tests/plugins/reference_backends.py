@@ -16,15 +16,16 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from tideflow.compiler.ir import ConsumerNode, TopicNode
-from tideflow.compiler.schema import Field, StringType
-from tideflow.plugins import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendContext,
     BacklogReading,
     Broker,
+    Field,
     Message,
     OutgoingMessage,
     Scaler,
+    StringType,
 )
 
 NAMESPACE = Field("namespace", StringType(), "Which in-memory server to use.", required=True)

@@ -11,13 +11,15 @@ from typing import ClassVar
 import pytest
 import reference_backends as rb
 from tideflow.compiler.ir import EnvRef, SecretRef, TopicNode
-from tideflow.compiler.schema import Field, IntType, StringType
-from tideflow.plugins import (
+from tideflow.plugins.api import (
     BackendConfigError,
     BackendContext,
     BacklogFailure,
     BacklogReading,
+    Field,
+    IntType,
     NotifyEvent,
+    StringType,
     UnknownTopicError,
 )
 

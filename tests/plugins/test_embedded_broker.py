@@ -19,7 +19,7 @@ import pytest
 import tideflow.plugins.embedded.broker as embedded
 import tideflow.plugins.embedded.storage as storage
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
     BackendContext,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import Message, OutgoingMessage
+from tideflow.plugins.api import Message, OutgoingMessage
 from tideflow.plugins.embedded import EmbeddedBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -27,7 +27,7 @@ BATCH = 50
 PUBLISHER = """
 import asyncio, sys
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.embedded import EmbeddedBroker
 
 async def main():

@@ -7,8 +7,10 @@ import ast
 import inspect
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
-from tideflow.plugins import hookspecs
+import pluggy
+from tideflow.plugins.api import hooks
 
 import tideflow
 
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "plugins.md"
 TESTS = Path(__file__).resolve().parent
 
-HOOKS = sorted(name for name in vars(hookspecs) if name.startswith("tideflow_"))
+HOOKS = sorted(name for name in vars(hooks) if name.startswith("tideflow_"))
 
 
 def hooks_with_docs(markdown: str) -> set[str]:
@@ -61,7 +63,7 @@ def test_every_hook_has_a_test() -> None:
 
 def test_every_hook_says_when_it_was_added() -> None:
     for hook in HOOKS:
-        doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+        doc = inspect.getdoc(getattr(hooks, hook)) or ""
         assert re.search(r"^\.\. versionadded:: \d+\.\d+", doc, re.MULTILINE), hook
 
 
@@ -75,5 +77,13 @@ def test_the_checks_notice_what_is_missing() -> None:
 
 
 def test_public_marker_is_the_plugin_managers() -> None:
-    assert tideflow.hookimpl is hookspecs.hookimpl
-    assert hookspecs.hookimpl.project_name == "tideflow"
+    assert tideflow.hookimpl is hooks.hookimpl
+
+    def tideflow_register_brokers() -> None: ...
+
+    hooks.hookimpl(tryfirst=True)(tideflow_register_brokers)
+    # pluggy reads what the marker wrote: the plugin manager finds the hook
+    pm = pluggy.PluginManager(hooks.PROJECT_NAME)
+    impl = pm.parse_hookimpl_opts(SimpleNamespace(h=tideflow_register_brokers), "h")
+    assert impl is not None
+    assert (impl["tryfirst"], impl["trylast"]) == (True, False)

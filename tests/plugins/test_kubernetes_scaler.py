@@ -30,7 +30,7 @@ import yaml
 from fake_kubernetes import FakeKubernetes
 from tideflow.compiler import compile_source
 from tideflow.compiler.ir import ConsumerNode, ScaleRule
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
     BackendContext,

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import BackendConfigError, BackendContext, OutgoingMessage, load_plugins
+from tideflow.plugins.api import BackendConfigError, BackendContext, OutgoingMessage
 from tideflow.plugins.local import LocalScaler
 from tideflow.plugins.local.process import find_leftovers, process_start
 from tideflow.plugins.local.protocol import PARENT_ENV
+from tideflow.plugins.manager import load_plugins
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.store import Store
@@ -85,7 +86,7 @@ PARENT = """\
 import asyncio, json, sys
 from pathlib import Path
 from tideflow.compiler import compile_flow
-from tideflow.plugins import BackendContext
+from tideflow.plugins.api import BackendContext
 from tideflow.plugins.local import LocalScaler
 
 

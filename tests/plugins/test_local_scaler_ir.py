@@ -14,7 +14,7 @@ import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.compiler.irjson import from_json, to_json
-from tideflow.plugins import BackendContext, OutgoingMessage
+from tideflow.plugins.api import BackendContext, OutgoingMessage
 from tideflow.plugins.local import LocalScaler
 from tideflow.runtime.backends import open_topic_broker, scaler_context
 from tideflow.runtime.context import encode_payload

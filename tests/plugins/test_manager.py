@@ -17,21 +17,27 @@ import reference_backends as rb
 from fake_dists import FakeInstall
 from tideflow.compiler import compile_source
 from tideflow.compiler.ir import FlowIR
-from tideflow.compiler.schema import DurationType, Field, IntType, StringType
 from tideflow.dsl.diagnostics import Diagnostic, Severity
-from tideflow.plugins import (
+from tideflow.plugins import builtin_options
+from tideflow.plugins.api import (
     BackendRegistry,
     Broker,
+    DurationType,
+    Field,
+    IntType,
     LintRuleRegistry,
     Notifier,
     NotifyEvent,
+    StringType,
+    hookimpl,
+)
+from tideflow.plugins.manager import (
+    DEFAULT_PLUGINS,
     PluginError,
     PluginSet,
     UnknownBackendError,
-    builtin_catalog,
     default_catalog,
     default_lint_rules,
-    hookimpl,
     installed_plugins,
     load_plugins,
 )
@@ -207,7 +213,7 @@ def test_hook_tideflow_register_notifiers(fake_install: FakeInstall) -> None:
     plugins = load_plugins(default_plugins=())
     assert messages(plugins) == []
     assert plugins.notifier_class("pager") is PagerNotifier
-    assert plugins.catalog.names("notifier") == ["command", "pager", "webhook"]
+    assert plugins.catalog.names("notifier") == ["pager"]
     with pytest.raises(UnknownBackendError, match='unknown broker "pager"'):
         plugins.broker_class("pager")
 
@@ -215,7 +221,7 @@ def test_hook_tideflow_register_notifiers(fake_install: FakeInstall) -> None:
 def test_hook_tideflow_lint_rules(fake_install: FakeInstall) -> None:
     @hookimpl
     def tideflow_lint_rules(registry: LintRuleRegistry) -> None:
-        registry.register(OwnerRule())
+        registry.register(OwnerRule)
 
     fake_install.plugin("owners", "acme-lint", tideflow_lint_rules=tideflow_lint_rules)
     fake_install.plugin(
@@ -249,7 +255,7 @@ def test_hook_tideflow_lint_rules_refuses_tideflows_own_codes(fake_install: Fake
 
     @hookimpl
     def tideflow_lint_rules(registry: LintRuleRegistry) -> None:
-        registry.register(Impostor())
+        registry.register(Impostor)
 
     fake_install.plugin("impostor", "acme-lint", "0.3", tideflow_lint_rules=tideflow_lint_rules)
     plugins = load_plugins(default_plugins=())
@@ -259,7 +265,7 @@ def test_hook_tideflow_lint_rules_refuses_tideflows_own_codes(fake_install: Fake
     assert "E201 is one of tideflow's own codes" in problem
 
 
-# --- the built-ins, the bridge, names ---------------------------------------------------
+# --- the built-ins, names ----------------------------------------------------------
 
 
 def test_builtins_register_first_through_the_same_hooks(fake_install: FakeInstall) -> None:
@@ -285,17 +291,7 @@ def test_builtins_register_first_through_the_same_hooks(fake_install: FakeInstal
     assert plugins.broker_class("kafka") is KafkaForTest
     spec = plugins.catalog.get("broker", "kafka")
     assert spec is not None
-    assert spec.options == KafkaForTest.options  # the class's, not the bridge's schema
-
-
-def test_bridge_keeps_builtin_schemas_until_their_classes_exist() -> None:
-    plugins = load_plugins(default_plugins=())
-    for kind, specs in builtin_catalog().backends.items():
-        for name, spec in specs.items():
-            assert plugins.catalog.get(kind, name) == spec
-            assert plugins.backends[kind][name].backend_class is None
-    with pytest.raises(PluginError, match='the broker "kafka" is not implemented'):
-        plugins.broker_class("kafka")
+    assert spec.options == KafkaForTest.options
 
 
 def test_builtin_names_are_reserved(fake_install: FakeInstall) -> None:
@@ -307,10 +303,13 @@ def test_builtin_names_are_reserved(fake_install: FakeInstall) -> None:
     fake_install.plugin(
         "fake", "tideflow-fake", **registering("tideflow_register_brokers", FakeKafka)
     )
-    plugins = load_plugins(default_plugins=())
-    (problem,) = messages(plugins)
-    assert "is already provided by the built-in broker kafka" in problem
-    assert plugins.catalog.get("broker", "kafka") == builtin_catalog().get("broker", "kafka")
+    plugins = load_plugins(default_plugins=DEFAULT_PLUGINS)
+    (problem,) = [m for m in messages(plugins) if '"kafka"' in m]
+    assert 'is already provided by tideflow.plugins.' in problem
+    assert 'plugin "fake", tideflow-fake' in problem
+    spec = plugins.catalog.get("broker", "kafka")
+    assert spec is not None
+    assert spec.options == builtin_options.KAFKA_BROKER
     with pytest.raises(PluginError, match="provided more than once"):
         plugins.broker_class("kafka")
 
@@ -342,7 +341,7 @@ def test_unknown_backend_lists_the_available_ones(fake_install: FakeInstall) -> 
     fake_install.plugin(
         "acme", "tideflow-acme", **registering("tideflow_register_brokers", AcmeQueue)
     )
-    plugins = load_plugins(default_plugins=())
+    plugins = load_plugins(default_plugins=DEFAULT_PLUGINS)
     with pytest.raises(UnknownBackendError) as raised:
         plugins.broker_class("acmee")
     assert str(raised.value) == (
@@ -442,7 +441,7 @@ def test_hook_with_wrong_argument_is_reported(fake_install: FakeInstall) -> None
 @pytest.mark.parametrize(
     ("registered", "expected"),
     [
-        (rb.MemoryScaler, "is not a broker class (a subclass of tideflow.plugins.Broker)"),
+        (rb.MemoryScaler, "is not a broker class (a subclass of tideflow.plugins.api.Broker)"),
         (OwnerRule(), "is not a broker class"),
         (Broker, "must set `name`"),
         (type("Nameless", (AcmeQueue,), {"name": "Bad Name", "__doc__": "x"}), "not 'Bad Name'"),
@@ -543,7 +542,7 @@ def test_defaults_are_loaded_once_per_process(
 ) -> None:
     @hookimpl
     def tideflow_lint_rules(registry: LintRuleRegistry) -> None:
-        registry.register(OwnerRule())
+        registry.register(OwnerRule)
 
     fake_install.plugin("owners", "acme-lint", tideflow_lint_rules=tideflow_lint_rules)
     fake_install.plugin(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tideflow.compiler.ir import ConsumerNode, ScaleRule
-from tideflow.plugins.backends import BackendError, BacklogFailure, BacklogReading, Scaler
+from tideflow.plugins.api import BackendError, BacklogFailure, BacklogReading, Scaler
 from tideflow.runtime.autoscaler import Autoscaler, rule_as_dict
 from tideflow.runtime.clock import VirtualClock
 from tideflow.runtime.model import ScaleDecisionRow

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import Broker, Message, OutgoingMessage
+from tideflow.plugins.api import Broker, Message, OutgoingMessage
 from tideflow.runtime import redaction
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.consumer.handler import (

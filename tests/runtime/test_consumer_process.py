@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.model import InstanceStatus

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import Broker, OutgoingMessage
+from tideflow.plugins.api import Broker, OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.consumer.dead_letter import dead_letter_group
 from tideflow.runtime.consumer.handler import ConsumerContext, HandlerMessage

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tideflow.compiler.ir import ScaleRule
-from tideflow.plugins.backends import BacklogFailure, BacklogReading
+from tideflow.plugins.api import BacklogFailure, BacklogReading
 from tideflow.runtime.decide import (
     MAX_HOLD,
     Decision,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tideflow.compiler import compile_source
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import BackendContext, BackendError, NotifyEvent
+from tideflow.plugins.api import BackendContext, BackendError, NotifyEvent
 from tideflow.plugins.notifiers import CommandNotifier, WebhookNotifier
 from tideflow.runtime.executor import RunEvent
 from tideflow.runtime.notify import Notifications

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from tideflow.plugins import SUBJECT_HEADER, OutgoingMessage
+from tideflow.plugins.api import SUBJECT_HEADER, OutgoingMessage
 from tideflow.runtime.consumer.handler import ConsumerContext
 from tideflow.runtime.context import BrokerPublisher, JobContext
 

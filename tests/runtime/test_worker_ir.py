@@ -18,7 +18,7 @@ import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.context import encode_payload
 from tideflow.runtime.store import Store

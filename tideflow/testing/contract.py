@@ -32,7 +32,7 @@ import anyio
 import pytest
 
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     Broker,
     Message,

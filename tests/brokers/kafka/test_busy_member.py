@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import Message
+from tideflow.plugins.api import Message
 from tideflow.plugins.kafka import KafkaBroker
 from tideflow.plugins.kafka.member import PREFETCH, REFILL_AT
 

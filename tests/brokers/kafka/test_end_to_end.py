@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.kafka import KafkaBroker
 
 from tideflow.testing import unique_name

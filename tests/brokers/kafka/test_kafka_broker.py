@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendConfigError,
     BackendContext,
     BackendError,

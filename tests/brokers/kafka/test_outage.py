@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import BackendError, BacklogFailure, OutgoingMessage
+from tideflow.plugins.api import BackendError, BacklogFailure, OutgoingMessage
 from tideflow.plugins.kafka import KafkaBroker
 from tideflow.plugins.kafka.client import GRACE
 

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StorageType
 from nats.js.client import JetStreamContext
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
     BackendError,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.nats_broker import NatsBroker
 
 from tideflow.testing import unique_name

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import OutgoingMessage
+from tideflow.plugins.api import OutgoingMessage
 from tideflow.plugins.nats_broker import NatsBroker, durable_name, stream_name
 
 from tideflow.testing import unique_name

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import BackendError
+from tideflow.plugins.api import BackendError
 from tideflow.plugins.nats_broker import NatsBroker
 
 from tideflow.testing import unique_name

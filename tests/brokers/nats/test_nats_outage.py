@@ -10,7 +10,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.backends import BackendError, OutgoingMessage
+from tideflow.plugins.api import BackendError, OutgoingMessage
 from tideflow.plugins.nats_broker import NatsBroker
 
 from tideflow.testing import receive, unique_name

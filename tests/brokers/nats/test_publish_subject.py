@@ -9,7 +9,7 @@ import logging
 
 import pytest
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins import SUBJECT_HEADER, BackendError
+from tideflow.plugins.api import SUBJECT_HEADER, BackendError
 from tideflow.runtime.context import BrokerPublisher, JobContext
 
 from tideflow.testing import unique_name

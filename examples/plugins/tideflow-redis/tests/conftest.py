@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 import redis
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins import PluginSet, installed_plugins
+from tideflow.plugins.manager import PluginSet, installed_plugins
 from tideflow_redis import RedisBroker
 
 REDIS_URL = os.environ.get("TIDEFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")

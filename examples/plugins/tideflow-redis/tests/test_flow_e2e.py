@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from tideflow.compiler import compile_flow
 from tideflow.compiler.ir import FlowIR
-from tideflow.plugins import BackendContext, OutgoingMessage, PluginSet
+from tideflow.plugins.api import BackendContext, OutgoingMessage
+from tideflow.plugins.manager import PluginSet
 from tideflow_redis import RedisBroker
 
 from tideflow.testing import receive

@@ -9,7 +9,7 @@ import anyio
 import pytest
 import redis
 from tideflow.compiler.ir import TopicNode
-from tideflow.plugins import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
     BackendError,

@@ -27,15 +27,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
-from tideflow.compiler.schema import DurationType, Field, StringType
-from tideflow.plugins import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendContext,
     BackendError,
     BacklogReading,
     Broker,
+    DurationType,
+    Field,
     Message,
     OutgoingMessage,
+    StringType,
 )
 
 if TYPE_CHECKING:

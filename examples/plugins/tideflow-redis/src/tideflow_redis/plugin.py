@@ -3,13 +3,11 @@ broker and nothing else (the class does the work)."""
 
 from __future__ import annotations
 
-from tideflow.plugins import BackendRegistry, Broker
-
-import tideflow
+from tideflow.plugins.api import BackendRegistry, Broker, hookimpl
 
 from .broker import RedisBroker
 
 
-@tideflow.hookimpl
+@hookimpl
 def tideflow_register_brokers(registry: BackendRegistry[Broker]) -> None:
     registry.register(RedisBroker)
