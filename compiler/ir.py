@@ -1,4 +1,4 @@
-"""The intermediate representation: a `networkx.DiGraph` of typed node records.
+"""The intermediate representation: typed node records joined by typed edges.
 
 The runtime reads this, never the AST. Nodes are keyed `"<kind>:<name>"` (for
 example `"job:extract"`) and carry `kind` and `record` attributes; edges carry
@@ -16,10 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
-import networkx as nx
 from tideflow.dsl.ast import Span
+
+if TYPE_CHECKING:
+    import networkx as nx
 from tideflow.plugins.api.options import EnvRef as EnvRef  # re-exported: IR values
 from tideflow.plugins.api.options import SecretRef as SecretRef
 
@@ -193,32 +195,103 @@ def node_id(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
 
-@dataclass
+class _Node(NamedTuple):
+    kind: str
+    record: NodeRecord
+    span: Span | None
+
+
+@dataclass(eq=False)
 class FlowIR:
-    """A compiled flow: its metadata and its graph."""
+    """A compiled flow: its metadata, its node records and the typed edges between them.
+
+    The records are kept in plain dicts, so that reading an IR (a consumer instance,
+    a job worker) never loads networkx. `graph` builds the `networkx.DiGraph` the
+    first time it is asked for (compiling, drawing, driving a DAG); from then on the
+    graph holds the nodes and edges, and what is done to it is done to the IR.
+    """
 
     info: FlowInfo
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    # the nodes, and source -> target -> kind in the order networkx's adjacency keeps;
+    # both are handed to the graph when it is built (see `graph`)
+    _nodes: dict[str, _Node] = field(default_factory=dict, repr=False)
+    _successors: dict[str, dict[str, EdgeKind]] = field(default_factory=dict, repr=False)
+    _graph: nx.DiGraph | None = field(default=None, repr=False)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The nodes (attributes `kind`, `record`, `span`) and edges (`kind`) as a
+        `networkx.DiGraph`, built on first use."""
+        if self._graph is None:
+            # lazy: networkx is heavy (about 17 MB resident) and only compiling,
+            # drawing and driving a DAG need a graph; reading an IR does not
+            import networkx as nx
+
+            graph = nx.DiGraph()
+            graph.add_nodes_from(
+                (key, {"kind": node.kind, "record": node.record, "span": node.span})
+                for key, node in self._nodes.items()
+            )
+            graph.add_edges_from(
+                (source, target, {"kind": kind}) for source, target, kind in self.edges()
+            )
+            self._graph = graph
+            self._nodes, self._successors = {}, {}
+        return self._graph
 
     def add(self, record: NodeRecord, span: Span | None = None) -> str:
         """Add a node for `record`; `span` is where its block is written (kept beside it)."""
         kind = NODE_KINDS[type(record)]
         key = node_id(kind, record.name)
-        self.graph.add_node(key, kind=kind, record=record, span=span)
+        if self._graph is None:
+            self._nodes[key] = _Node(kind, record, span)
+        else:
+            self._graph.add_node(key, kind=kind, record=record, span=span)
         return key
+
+    def __contains__(self, key: object) -> bool:
+        """Whether a node is keyed `key` (`"job:extract"`)."""
+        return key in (self._nodes if self._graph is None else self._graph)
 
     def span_of(self, kind: str, name: str) -> Span | None:
         """Where the block of node `kind:name` is written, when known."""
-        data = self.graph.nodes.get(node_id(kind, name))
+        key = node_id(kind, name)
+        if self._graph is None:
+            node = self._nodes.get(key)
+            return None if node is None else node.span
+        data = self._graph.nodes.get(key)
         return None if data is None else data.get("span")
 
     def connect(self, source: str, target: str, kind: EdgeKind) -> None:
-        self.graph.add_edge(source, target, kind=kind)
+        if self._graph is None and source in self._nodes and target in self._nodes:
+            self._successors.setdefault(source, {})[target] = kind
+        else:
+            # an end that is no node yet: networkx adds it bare, as it always did
+            self.graph.add_edge(source, target, kind=kind)
 
-    def records(self, kind: str) -> Iterator[Any]:
-        for _, data in self.graph.nodes(data=True):
-            if data["kind"] == kind:
-                yield data["record"]
+    def nodes(self) -> Iterator[tuple[str, str, Any, Span | None]]:
+        """Each node as (key, kind, record, span), in the order they were added."""
+        if self._graph is None:
+            for key, node in self._nodes.items():
+                yield key, node.kind, node.record, node.span
+        else:
+            for key, data in self._graph.nodes(data=True):
+                yield key, data["kind"], data["record"], data.get("span")
+
+    def edges(self) -> Iterator[tuple[str, str, EdgeKind]]:
+        """Each edge as (source, target, kind), in the graph's order (by source node)."""
+        if self._graph is None:
+            for source in self._nodes:
+                for target, kind in self._successors.get(source, {}).items():
+                    yield source, target, kind
+        else:
+            yield from self._graph.edges(data="kind")
+
+    def records(self, kind: str | None = None) -> Iterator[Any]:
+        """The records of the nodes of `kind` (of every kind when None), in node order."""
+        for _, node_kind, record, _ in self.nodes():
+            if kind is None or node_kind == kind:
+                yield record
 
     @property
     def jobs(self) -> dict[str, JobNode]:
@@ -246,9 +319,12 @@ class FlowIR:
 
     def dependency_graph(self) -> nx.DiGraph:
         """Jobs only, with edges from each dependency to its dependent (execution order)."""
+        # lazy: see `graph`; only the orchestrator drives a DAG
+        import networkx as nx
+
         order = nx.DiGraph()
         order.add_nodes_from(self.jobs)
-        for source, target, kind in self.graph.edges(data="kind"):
+        for source, target, kind in self.edges():
             if kind is EdgeKind.DEPENDS_ON:
                 order.add_edge(target.split(":", 1)[1], source.split(":", 1)[1])
         return order

@@ -58,17 +58,12 @@ _NESTED: Mapping[type[Any], Mapping[str, type[Any]]] = {
 def to_json(ir: FlowIR) -> dict[str, Any]:
     """A JSON-ready dict of `ir` (pass it to `json.dumps`)."""
     nodes = [
-        {
-            "id": key,
-            "kind": data["kind"],
-            "span": _span(data.get("span")),
-            "record": _encode(data["record"]),
-        }
-        for key, data in ir.graph.nodes(data=True)
+        {"id": key, "kind": kind, "span": _span(span), "record": _encode(record)}
+        for key, kind, record, span in ir.nodes()
     ]
     edges = [
         {"source": source, "target": target, "kind": str(kind)}
-        for source, target, kind in ir.graph.edges(data="kind")
+        for source, target, kind in ir.edges()
     ]
     return {
         "format_version": FORMAT_VERSION,
@@ -103,7 +98,7 @@ def from_json(document: Mapping[str, Any]) -> FlowIR:
                 raise ValueError(f"node id {node['id']!r} does not match its record ({key!r})")
         for edge in document["edges"]:
             for end in (edge["source"], edge["target"]):
-                if end not in ir.graph:
+                if end not in ir:
                     raise ValueError(f"edge names an unknown node {end!r}")
             ir.connect(edge["source"], edge["target"], EdgeKind(edge["kind"]))
     except (KeyError, TypeError, AttributeError) as exc:

@@ -117,6 +117,4 @@ def flow_secret_values(flows: Iterable[FlowIR]) -> set[str]:
     """The current values of every `secret()` of `flows` (options, env, commands). A
     program calls this once it has its flows, so that its logs redact them before
     anything it starts (a consumer instance whose output it relays) prints one."""
-    return secret_values(
-        data["record"] for flow in flows for _, data in flow.graph.nodes(data=True)
-    )
+    return secret_values(record for flow in flows for record in flow.records())
