@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from tideflow.dsl.ast import Span
+from tideflow.plugins.api.options import EnvRef as EnvRef  # re-exported: IR values
+from tideflow.plugins.api.options import SecretRef as SecretRef
 
 if TYPE_CHECKING:
     import networkx as nx
-from tideflow.plugins.api.options import EnvRef as EnvRef  # re-exported: IR values
-from tideflow.plugins.api.options import SecretRef as SecretRef
 
 FORMAT_VERSION = 1
 
