@@ -5,8 +5,10 @@ the peak so far) once it is in the state it spends its life in:
 
 - a consumer instance, idle: `tideflow worker quickstart.flow workers --ir IR.json`
   on the quickstart flow's embedded broker (the flow's IR written beforehand by
-  `tideflow compile`), once it has logged that it consumes and has written a
-  heartbeat to the state store (its fetch loop is running, the topic is empty).
+  `tideflow compile`; the state store created beforehand, as the orchestrator
+  starting the instances would have), once it has logged that it consumes and has
+  written a heartbeat to the state store (its fetch loop is running, the topic is
+  empty).
   Target: under 60 MB. Beside it the same instance without `--ir`: it compiles
   the flow file itself (as the `local` scaler's instances still do).
 - a job worker, idle: a `python -m tideflow.runtime.job_worker` process started by
@@ -180,6 +182,9 @@ def consumer_instance(folder: Path, *, ir: Path | None) -> Memory:
         "worker", str(folder / EXAMPLE.name), CONSUMER, "--state", str(state),
         "--instance-id", instance_id, *(["--ir", str(ir)] if ir else []),
     )  # fmt: skip
+    # the state store exists before any instance starts (the orchestrator whose scaler
+    # starts instances made it): an instance finds it up to date and never migrates
+    Store.open(str(state)).close()
     with started(argv, folder) as (process, output):
         wait_for(lambda: output.has(ready_message(instance_id)), "consumer ready", process)
         store = Store.open(str(state), migrate=False, create=False)
