@@ -265,6 +265,38 @@ def test_hook_tideflow_lint_rules_refuses_tideflows_own_codes(fake_install: Fake
     assert "E201 is one of tideflow's own codes" in problem
 
 
+def test_hook_tideflow_lint_rules_takes_classes_not_instances(fake_install: FakeInstall) -> None:
+    @hookimpl
+    def tideflow_lint_rules(registry: LintRuleRegistry) -> None:
+        registry.register(OwnerRule())  # type: ignore[arg-type]
+
+    fake_install.plugin("owners", "acme-lint", "0.3", tideflow_lint_rules=tideflow_lint_rules)
+    plugins = load_plugins(default_plugins=())
+    assert plugins.lint_rules == ()
+    (problem,) = messages(plugins)
+    assert problem.startswith('plugin "owners" (acme-lint 0.3): `tideflow_lint_rules` failed')
+    assert "is not a class; register the lint rule's class" in problem
+
+
+def test_hook_tideflow_lint_rules_a_rule_that_cannot_be_created(fake_install: FakeInstall) -> None:
+    class NeedsArguments(OwnerRule):
+        def __init__(self, team: str) -> None:
+            self.team = team
+
+    @hookimpl
+    def tideflow_lint_rules(registry: LintRuleRegistry) -> None:
+        registry.register(NeedsArguments)
+        registry.register(OwnerRule)
+
+    fake_install.plugin("owners", "acme-lint", "0.3", tideflow_lint_rules=tideflow_lint_rules)
+    plugins = load_plugins(default_plugins=())
+    (problem,) = messages(plugins)
+    assert problem.startswith(
+        'plugin "owners" (acme-lint 0.3): lint rule ACME001 could not be created: TypeError'
+    )
+    assert [type(rule) for rule in plugins.lint_rules] == [OwnerRule]
+
+
 # --- the built-ins, names ----------------------------------------------------------
 
 
@@ -305,7 +337,7 @@ def test_builtin_names_are_reserved(fake_install: FakeInstall) -> None:
     )
     plugins = load_plugins(default_plugins=DEFAULT_PLUGINS)
     (problem,) = [m for m in messages(plugins) if '"kafka"' in m]
-    assert 'is already provided by tideflow.plugins.' in problem
+    assert "is already provided by tideflow.plugins." in problem
     assert 'plugin "fake", tideflow-fake' in problem
     spec = plugins.catalog.get("broker", "kafka")
     assert spec is not None

@@ -1,6 +1,8 @@
 """tideflow's pytest plugin (entry point `pytest11`): the backend contract suite.
 
-A package providing a broker enables the suite with a fixture and a subclass::
+A package providing a broker enables the suite with a fixture and a subclass
+(`ScalerContract` and `NotifierContract` work the same way; see their fixtures
+below)::
 
     # conftest.py
     import pytest
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from .contract import (
         BrokerContract,
         BrokerFactory,
+        NotifierContract,
+        NotifierDelivered,
+        NotifierFactory,
         ScalerContract,
         ScalerFactory,
         receive,
@@ -43,18 +48,34 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerContract",
     "BrokerFactory",
+    "NotifierContract",
+    "NotifierDelivered",
+    "NotifierFactory",
     "ScalerContract",
     "ScalerFactory",
     "receive",
     "tideflow_broker_factory",
     "tideflow_contract_timeout",
+    "tideflow_failing_notifier_factory",
+    "tideflow_notifier_delivered",
+    "tideflow_notifier_factory",
     "tideflow_quiet_period",
     "tideflow_scaler_factory",
     "unique_name",
 ]
 
 _CONTRACT_NAMES = frozenset(
-    {"BrokerContract", "BrokerFactory", "ScalerContract", "ScalerFactory", "receive", "unique_name"}
+    {
+        "BrokerContract",
+        "BrokerFactory",
+        "NotifierContract",
+        "NotifierDelivered",
+        "NotifierFactory",
+        "ScalerContract",
+        "ScalerFactory",
+        "receive",
+        "unique_name",
+    }
 )
 
 
@@ -84,6 +105,31 @@ def tideflow_broker_factory() -> BrokerFactory:
 def tideflow_scaler_factory() -> ScalerFactory:
     """Override in conftest.py: a callable taking nothing, returning a scaler."""
     _missing("tideflow_scaler_factory", "ScalerContract", "a callable() -> Scaler")
+
+
+@pytest.fixture
+def tideflow_notifier_factory() -> NotifierFactory:
+    """Override in conftest.py: a callable taking nothing, returning a notifier that
+    delivers where `tideflow_notifier_delivered` reads."""
+    _missing("tideflow_notifier_factory", "NotifierContract", "a callable() -> Notifier")
+
+
+@pytest.fixture
+def tideflow_notifier_delivered() -> NotifierDelivered:
+    """Override in conftest.py: a callable returning the JSON events delivered so far
+    where the factory's notifiers deliver, oldest first."""
+    _missing(
+        "tideflow_notifier_delivered",
+        "NotifierContract",
+        "a callable() -> the delivered events as JSON objects",
+    )
+
+
+@pytest.fixture
+def tideflow_failing_notifier_factory() -> NotifierFactory | None:
+    """Override in conftest.py (optional): a callable returning a notifier whose
+    deliveries fail; without it the failure test is skipped."""
+    return None
 
 
 @pytest.fixture

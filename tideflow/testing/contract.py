@@ -12,7 +12,12 @@ callable that takes the topic records a test needs and returns a configured,
 unopened broker; every broker it returns in one test must reach the same
 server namespace (a unique key prefix per test keeps tests apart). Scalers work
 the same way with `ScalerContract` and `tideflow_scaler_factory` (a callable
-taking nothing).
+taking nothing). Notifiers use `NotifierContract` with two fixtures:
+`tideflow_notifier_factory` (a callable taking nothing, returning a notifier
+that delivers somewhere the test can read) and `tideflow_notifier_delivered` (a
+callable returning the JSON events delivered there so far, oldest first); a
+`tideflow_failing_notifier_factory` (a notifier whose deliveries fail) is
+optional.
 
 Two fixtures tune the waits: `tideflow_contract_timeout` (longest wait for
 something that must happen, default 15 s) and `tideflow_quiet_period` (how long
@@ -24,9 +29,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 import pytest
@@ -34,8 +39,11 @@ import pytest
 from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.api import (
     BackendClosedError,
+    BackendError,
     Broker,
     Message,
+    Notifier,
+    NotifyEvent,
     OutgoingMessage,
     Scaler,
     UnknownTopicError,
@@ -45,6 +53,9 @@ from tideflow.plugins.api import (
 __all__ = [
     "BrokerContract",
     "BrokerFactory",
+    "NotifierContract",
+    "NotifierDelivered",
+    "NotifierFactory",
     "ScalerContract",
     "ScalerFactory",
     "receive",
@@ -53,6 +64,9 @@ __all__ = [
 
 BrokerFactory: TypeAlias = Callable[[Sequence[TopicNode]], Broker]
 ScalerFactory: TypeAlias = Callable[[], Scaler]
+NotifierFactory: TypeAlias = Callable[[], Notifier]
+#: The JSON events delivered so far where the factory's notifiers deliver, oldest first.
+NotifierDelivered: TypeAlias = Callable[[], Sequence[Mapping[str, Any]]]
 
 # topics in the suite have this many partitions; unpartitioned brokers report one
 PARTITIONS = 3
@@ -480,3 +494,93 @@ class ScalerContract:
         await scaler.aclose()
         with pytest.raises(BackendClosedError):
             await scaler.scale(1)
+
+
+def notify_event(number: int = 1) -> NotifyEvent:
+    """An event as the runtime sends one, with details of every JSON kind."""
+    return NotifyEvent(
+        event="failure",
+        flow="orders",
+        summary=f'job "extract" failed (attempt {number})',
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        job="extract",
+        run_id=unique_name("run"),
+        attempt=number,
+        details={"exit_status": 1, "retrying": False, "tags": ["nightly"], "note": None},
+    )
+
+
+async def delivered_count(
+    delivered: NotifierDelivered, count: int, *, timeout: float
+) -> Sequence[Mapping[str, Any]]:
+    """The delivered events once there are `count` of them; fails after `timeout`."""
+    deadline = anyio.current_time() + timeout
+    while len(found := delivered()) < count:
+        if anyio.current_time() >= deadline:
+            pytest.fail(f"{len(found)} of {count} events delivered within {timeout:g}s")
+        await anyio.sleep(0.01)
+    return found
+
+
+class NotifierContract:
+    """The notifier contract. Needs `tideflow_notifier_factory` and
+    `tideflow_notifier_delivered` fixtures (and, for the failure test,
+    `tideflow_failing_notifier_factory`)."""
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    async def test_declares_name_options_and_docs(
+        self, tideflow_notifier_factory: NotifierFactory
+    ) -> None:
+        notifier = tideflow_notifier_factory()
+        try:
+            assert check_backend_class(type(notifier)) == []
+        finally:
+            await notifier.aclose()
+
+    async def test_send_delivers_the_event_as_json(
+        self,
+        tideflow_notifier_factory: NotifierFactory,
+        tideflow_notifier_delivered: NotifierDelivered,
+        tideflow_contract_timeout: float,
+    ) -> None:
+        event = notify_event()
+        async with tideflow_notifier_factory() as notifier:
+            await notifier.send(event)
+        (got,) = await delivered_count(
+            tideflow_notifier_delivered, 1, timeout=tideflow_contract_timeout
+        )
+        assert dict(got) == event.as_dict()
+
+    async def test_events_arrive_in_the_order_they_were_sent(
+        self,
+        tideflow_notifier_factory: NotifierFactory,
+        tideflow_notifier_delivered: NotifierDelivered,
+        tideflow_contract_timeout: float,
+    ) -> None:
+        events = [notify_event(number) for number in (1, 2, 3)]
+        async with tideflow_notifier_factory() as notifier:
+            for event in events:
+                await notifier.send(event)
+        got = await delivered_count(
+            tideflow_notifier_delivered, len(events), timeout=tideflow_contract_timeout
+        )
+        assert [e["run_id"] for e in got] == [e.run_id for e in events]
+
+    async def test_a_failed_delivery_raises_backend_error(
+        self, tideflow_failing_notifier_factory: NotifierFactory | None
+    ) -> None:
+        if tideflow_failing_notifier_factory is None:
+            pytest.skip("no `tideflow_failing_notifier_factory` fixture")
+        async with tideflow_failing_notifier_factory() as notifier:
+            with pytest.raises(BackendError):
+                await notifier.send(notify_event())
+
+    async def test_aclose_is_idempotent(self, tideflow_notifier_factory: NotifierFactory) -> None:
+        notifier = tideflow_notifier_factory()
+        await notifier.aclose()
+        await notifier.aclose()
