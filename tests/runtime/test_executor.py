@@ -24,8 +24,8 @@ from tideflow.compiler.ir import (
     Resources,
     RetryPolicy,
 )
-from tideflow.runtime import executor as executor_module
 from tideflow.runtime.executor import Executor, RunEvent, RunRequest
+from tideflow.runtime.executor import driver as executor_module
 from tideflow.runtime.model import AttemptStatus, RunStatus, TriggerKind
 from tideflow.runtime.resources import Capacity
 from tideflow.runtime.store import Store
