@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from tideflow.plugins.api import options as o
 from tideflow.dsl.loader import LoadedFlow
+from tideflow.plugins.api import options as o
 
 from .common import head_span
 from .constraints import check_consumer, check_job, check_topic

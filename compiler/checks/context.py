@@ -8,10 +8,10 @@ from datetime import date
 from typing import Final, final
 
 from tideflow.compiler import schema as s
-from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Block, Span
 from tideflow.dsl.diagnostics import Diagnostic, Related
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.api import options as o
 
 from .model import INVALID, Declaration, Invalid
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from tideflow.compiler import schema as s
-from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Block
 from tideflow.dsl.diagnostics import Related
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.api import options as o
 
 from .common import LABEL, head_span
 from .context import CheckContext

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from tideflow.plugins.api import options as o
 from tideflow.dsl.ast import Attribute, Block, MapEntry, Span
 from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.plugins.api import options as o
 
 __all__ = [
     "INVALID",

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
-from tideflow.plugins.api import options as o
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Attribute, Block, Span
 from tideflow.dsl.diagnostics import Related
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.api import options as o
 
 from .common import item_parts, value_span
 from .context import CheckContext

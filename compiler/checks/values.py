@@ -9,11 +9,11 @@ from functools import cache
 from typing import Any, Final, TypeAlias, final
 
 from tideflow.compiler import schema as s
-from tideflow.plugins.api import options as o
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Call, MapEntry, Span, expr_kind
 from tideflow.dsl.diagnostics import Diagnostic, Related
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.api import options as o
 
 from . import calls
 from .common import LABEL, plural
