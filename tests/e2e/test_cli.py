@@ -63,7 +63,7 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def test_lazy_commands_load_when_used(good: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(LAZY_COMMANDS, "check", "tideflow.cli:lint_command")
+    monkeypatch.setitem(LAZY_COMMANDS, "check", "tideflow.cli.source:lint_command")
     assert "check" in run("--help").stdout
     result = run("check", good)
     assert result.exit_code == 0, result.output

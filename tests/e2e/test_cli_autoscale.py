@@ -22,7 +22,7 @@ from tideflow.runtime.model import ScaleDecisionRow
 from tideflow.runtime.simulate import Comparison, SimulationSettings, compare, parse_profile
 from tideflow.runtime.store import Store
 
-from tideflow.cli_autoscale import explain_command, simulate_command
+from tideflow.cli.autoscale import explain_command, simulate_command
 
 FLOW = """\
 flow "orders" {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from tideflow.cli_run import parse_seconds
+from tideflow.cli.common import parse_seconds
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("1h30m", 5400.0), ("90", 90.0)])

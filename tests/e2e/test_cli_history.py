@@ -9,16 +9,13 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from tideflow.dsl.timetext import human_delta
 from tideflow.runtime.model import AttemptStatus, ErrorInfo, RunStatus, TriggerKind
 from tideflow.runtime.store import Store
 
-from tideflow.cli_runtime import (
-    cancel_command,
-    human_delta,
-    logs_command,
-    parse_since,
-    runs_command,
-)
+from tideflow.cli.common import parse_since
+from tideflow.cli.history import logs_command, runs_command
+from tideflow.cli.requests import cancel_command
 
 
 @pytest.fixture

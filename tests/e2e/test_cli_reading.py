@@ -22,7 +22,7 @@ from tideflow.runtime.model import AttemptStatus, ErrorInfo, RunStatus, TriggerK
 from tideflow.runtime.store import Store
 
 from tideflow.cli import main
-from tideflow.cli_run import _live_view
+from tideflow.cli.run import _live_view
 
 UPSTREAM_NOTE = "trigger rule all_success: a dependency failed (extract failed)"
 

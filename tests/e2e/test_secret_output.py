@@ -261,7 +261,7 @@ def test_a_worker_run_by_hand_prints_no_secret(tmp_path: Path) -> None:
     env = {**os.environ, "WORKER_SECRET": secret, "TIDEFLOW_STATE": str(tmp_path / "state.db")}
     publish = (
         "import asyncio\n"
-        "from tideflow.cli import load_flow\n"
+        "from tideflow.cli.common import load_flow\n"
         "from tideflow.plugins.api import OutgoingMessage\n"
         "from tideflow.runtime.backends import open_topic_broker\n"
         "async def main():\n"

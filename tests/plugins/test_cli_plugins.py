@@ -26,7 +26,7 @@ from tideflow.plugins.api import (
 )
 from tideflow.plugins.manager import load_plugins
 
-from tideflow.cli_plugins import format_value, plugins_command
+from tideflow.cli.plugins import format_value, plugins_command
 
 pytestmark = pytest.mark.usefixtures("no_installed_plugins")
 
@@ -72,7 +72,7 @@ def hooks(**registrations: tuple[type, ...]) -> dict[str, Any]:
 def installed(fake_install: FakeInstall, monkeypatch: pytest.MonkeyPatch) -> FakeInstall:
     """`tideflow plugins` sees the fake distributions the test installs."""
     monkeypatch.setattr(
-        "tideflow.cli_plugins.installed_plugins", lambda: load_plugins()
+        "tideflow.cli.plugins.installed_plugins", lambda: load_plugins()
     )
     return fake_install
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from tideflow.cli_serve import serve_command
+from tideflow.cli.serve import serve_command
 from tideflow.web import UnsafeBindError, check_bind
 from tideflow.web.security import SESSION_COOKIE, is_loopback, safe_next
 
@@ -145,7 +145,7 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
 
 def test_serve_runs_the_dashboard_on_a_free_loopback_port(tmp_path: Path) -> None:
     state = f"sqlite:///{tmp_path / 'state.db'}"
-    code = "from tideflow.cli_serve import serve_command; serve_command()"
+    code = "from tideflow.cli.serve import serve_command; serve_command()"
     with subprocess.Popen(
         [sys.executable, "-c", code, "--state", state, "--port", "0", "--timezone", "UTC"],
         stdout=subprocess.PIPE,

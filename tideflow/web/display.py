@@ -14,8 +14,8 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Final
 
-from tideflow.cli_runtime import duration, human_delta
 from tideflow.dsl.durations import format_duration
+from tideflow.dsl.timetext import format_elapsed, human_delta
 
 __all__ = ["STATUS_ORDER", "STATUS_TONES", "Display", "local_zone_name", "number", "tone"]
 
@@ -123,7 +123,7 @@ class Display:
             "clock": self.clock,
             "ago": self.ago,
             "full_time": self.full,
-            "duration": duration,
+            "duration": format_elapsed,
             "span": functools.partial(format_duration, zero="0ms"),  # as the graph shows zero
             "tone": tone,
             "number": number,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tideflow.cli import UsageProblem
-from tideflow.cli_runtime import state_option
+from tideflow.cli.common import UsageProblem, state_option
 
 __all__ = ["serve_command"]
 

@@ -18,10 +18,10 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import click
 
-from tideflow.cli import _settings, text_console
+from tideflow.cli.common import current_settings, text_console
 from tideflow.dsl.durations import format_duration
 from tideflow.dsl.suggest import suggest
-from tideflow.plugins.manager import BackendEntry, PluginSet, installed_plugins
+from tideflow.plugins.manager import BackendEntry, installed_plugins, PluginSet
 
 if TYPE_CHECKING:
     from tideflow.plugins.api import Field, ValueType
@@ -45,7 +45,7 @@ class _UsageProblem(click.ClickException):
 def _echo_error(message: str) -> None:
     stream = sys.stderr
     label = click.style("error", fg="red", bold=True)
-    click.echo(f"{label}: {message}", file=stream, color=_settings().color_for(stream))
+    click.echo(f"{label}: {message}", file=stream, color=current_settings().color_for(stream))
 
 
 # --- values as a .flow file writes them ---------------------------------------------------

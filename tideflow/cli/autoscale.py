@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tideflow.cli import (
-    EXIT_PROBLEMS,
+from tideflow.cli.common import (
     UsageProblem,
-    _compile,
-    _show_diagnostics,
-    _single_input,
-    _stderr,
-    _write_output,
+    consumer_of,
+    emit_json,
+    empty_store,
+    load_flow,
+    state_option,
     text_console,
+    when,
+    write_output,
 )
-from tideflow.cli_runtime import emit_json, empty_store, state_option, when
-from tideflow.dsl.suggest import suggest
 from tideflow.plots import render_plot
 
 if TYPE_CHECKING:
@@ -44,16 +43,6 @@ MAX_PARTITIONS_SHOWN = 12
 # --- shared ---------------------------------------------------------------------------------
 
 
-def _compiled(file: str) -> FlowIR:
-    """The flow's IR; its errors go to stderr and end the command (exit 1). Warnings are
-    left to `lint` and `run`."""
-    result = _compile(_single_input(file))
-    _show_diagnostics(result.errors, result.sources, [file], _stderr())
-    if result.ir is None or result.errors:
-        sys.exit(EXIT_PROBLEMS)
-    return result.ir
-
-
 def _scaled_consumer(ir: FlowIR, name: str | None) -> tuple[ConsumerNode, ScaleRule]:
     """The consumer called `name` (or the flow's only autoscaled one) and its rule."""
     consumers = ir.consumers
@@ -69,16 +58,7 @@ def _scaled_consumer(ir: FlowIR, name: str | None) -> tuple[ConsumerNode, ScaleR
                 f"{flow} has several autoscaled consumers; name one with --consumer: "
                 + ", ".join(scaled)
             )
-    consumer = consumers.get(name)
-    if consumer is None:
-        close = suggest(name, consumers)
-        if close:
-            hint = f"; {close}"
-        elif consumers:
-            hint = f" (consumers: {', '.join(sorted(consumers))})"
-        else:
-            hint = " (it has no consumers)"
-        raise UsageProblem(f"{flow} has no consumer `{name}`{hint}")
+    consumer = consumer_of(ir, name)
     if consumer.scale is None:
         raise UsageProblem(
             f"consumer `{name}` of {flow} has no `scale` block: its instances are not autoscaled"
@@ -200,7 +180,7 @@ def simulate_command(
     if plot is not None:
         _check_matplotlib()
 
-    ir = _compiled(file)
+    ir = load_flow(file)
     consumer, rule = _scaled_consumer(ir, consumer_name)
     partitions, partitioned = _partitions(ir, consumer)
     settings = sim.SimulationSettings(
@@ -227,7 +207,7 @@ def simulate_command(
     else:
         _print_comparison(ir, consumer.name, comparison)
     if plot is not None:
-        _write_output(plot, render_plot(comparison, title))
+        write_output(plot, render_plot(comparison, title))
         click.echo(f"wrote {plot}", err=True)
 
 
@@ -384,7 +364,7 @@ def explain_command(
     partitions -> 6")."""
     from tideflow.runtime.store import Store, StoreError, StoreNotFound
 
-    ir = _compiled(file)
+    ir = load_flow(file)
     consumer, rule = _scaled_consumer(ir, consumer_name)
     try:
         store = Store.open(state_url, create=False)

@@ -26,9 +26,15 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 import click
 
-from tideflow.cli import EXIT_OK, EXIT_PROBLEMS, UsageProblem, _error, load_flow
+from tideflow.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    UsageProblem,
+    consumer_of,
+    echo_error,
+    load_flow,
+)
 from tideflow.compiler.irjson import from_json
-from tideflow.dsl.suggest import suggest
 from tideflow.plugins.local.protocol import LIFELINE_ENV, PARENT_ENV
 from tideflow.runtime import redaction
 
@@ -97,7 +103,7 @@ def worker_command(
     """
     _configure_logging()
     flow = load_flow(file) if ir_path is None else _read_ir(ir_path, file)
-    consumer = _consumer(flow, consumer_name, file)
+    consumer = consumer_of(flow, consumer_name, file=file)
     code = _run(flow, consumer, state_url, instance_id or _new_instance_id(consumer.name))
     _exit(code)
 
@@ -113,21 +119,6 @@ def _configure_logging() -> None:
     root.setLevel(logging.WARNING)  # libraries: warnings and errors only
     logging.getLogger("tideflow").setLevel(logging.INFO)  # ours and the handlers' ctx.logger
     redaction.configure()
-
-
-def _consumer(flow: FlowIR, name: str, file: str) -> ConsumerNode:
-    consumers = flow.consumers
-    found = consumers.get(name)
-    if found is not None:
-        return found
-    close = suggest(name, consumers)
-    if close:
-        hint = f"; {close}"
-    elif consumers:
-        hint = f" (consumers: {', '.join(sorted(consumers))})"
-    else:
-        hint = " (it has no consumers)"
-    raise UsageProblem(f'flow "{flow.info.name}" ({file}) has no consumer `{name}`{hint}')
 
 
 def _read_ir(ir_path: str, file: str) -> FlowIR:
@@ -160,7 +151,7 @@ def _new_instance_id(consumer: str) -> str:
 
 
 def _configuration_problem(message: str) -> NoReturn:
-    _error(message)
+    echo_error(message)
     sys.exit(EXIT_PROBLEMS)
 
 

@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 import click
 
-from tideflow.cli import EXIT_PROBLEMS, UsageProblem, _error, load_flow
-from tideflow.cli_runtime import emit_json, format_option, make_console
+from tideflow.cli.common import (
+    EXIT_PROBLEMS,
+    UsageProblem,
+    consumer_of,
+    echo_error,
+    emit_json,
+    format_option,
+    load_flow,
+    make_console,
+)
 from tideflow.dsl.durations import parse_duration
-from tideflow.dsl.suggest import suggest
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
@@ -33,20 +40,6 @@ __all__ = ["dlq_command"]
 DEFAULT_TIMEOUT: Final = "30s"
 #: Longest error text in a table row (the JSON has it whole).
 MAX_ERROR_SHOWN: Final = 120
-
-
-def _consumer(flow: FlowIR, name: str) -> ConsumerNode:
-    consumer = flow.consumers.get(name)
-    if consumer is not None:
-        return consumer
-    close = suggest(name, flow.consumers)
-    if close:
-        hint = f"; {close}"
-    elif flow.consumers:
-        hint = f" (consumers: {', '.join(sorted(flow.consumers))})"
-    else:
-        hint = " (it has no consumers)"
-    raise UsageProblem(f'flow "{flow.info.name}" has no consumer `{name}`{hint}')
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, text: str) -> float:
@@ -84,7 +77,7 @@ def list_command(
     """Show the messages CONSUMER dead-lettered that were not replayed: where they came
     from, after how many failures, and the error. Changes nothing."""
     flow = load_flow(file)
-    consumer = _consumer(flow, consumer_name)
+    consumer = consumer_of(flow, consumer_name)
     letters = asyncio.run(_list(flow, consumer, limit, timeout))
     if output_format == "json":
         emit_json(
@@ -120,7 +113,7 @@ def replay_command(
     if bool(ids) == replay_all:
         raise UsageProblem("name the messages to replay with --id REF, or give --all")
     flow = load_flow(file)
-    consumer = _consumer(flow, consumer_name)
+    consumer = consumer_of(flow, consumer_name)
     replayed, topic = asyncio.run(_replay(flow, consumer, ids, timeout))
     count = f"{replayed} message" + ("" if replayed == 1 else "s")
     click.echo(f'replayed {count} of consumer "{consumer.name}" to topic "{topic}"')
@@ -159,7 +152,7 @@ async def _replay(
 def _fail(exc: Exception, flow: FlowIR, consumer: ConsumerNode) -> NoReturn:
     if consumer.dead_letter is None:
         raise UsageProblem(str(exc)) from None
-    _error(_redactor(flow, consumer)(str(exc)))
+    echo_error(_redactor(flow, consumer)(str(exc)))
     sys.exit(EXIT_PROBLEMS)
 
 

@@ -1,227 +1,59 @@
-"""CLI commands that read and steer run history: runs, logs, status, trigger, cancel.
+"""`tideflow runs`, `logs`, `flow-runs` and `status`: what the run history says.
 
 Each takes `--state URL` (default: $TIDEFLOW_STATE, else `state.db` in the user's state
 folder, whatever the current folder) and `--format json` for scripts; the default is a
-readable table. Commands that only read never create a store: without one they say
-where they looked and exit 2.
+readable table. These commands only read: without a store they say where they looked
+and exit 2 (`status FILE` reads an empty history instead).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
+import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
-from enum import Enum
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tideflow.cli import UsageProblem
-from tideflow.dsl.durations import parse_duration
+from tideflow.cli.common import (
+    count_by_status,
+    emit_json,
+    format_option,
+    job_schedule,
+    load_flow,
+    make_console,
+    open_store,
+    parse_since,
+    state_option,
+    status_text,
+    to_jsonable,
+    when,
+)
+from tideflow.compiler.ir import FlowIR
+from tideflow.compiler.irjson import from_json
+from tideflow.dsl.timetext import format_elapsed
 from tideflow.runtime.model import AttemptRow, ErrorInfo, FlowRunRow, JobRunRow, RunStatus
-from tideflow.runtime.store import STATE_ENV, Store, StoreError, StoreNotFound
+from tideflow.runtime.schedule import next_fire
+from tideflow.runtime.store import LiveOrchestrator, Store
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = [
+    "ConsumerStatus",
+    "FlowStatus",
+    "JobStatus",
+    "flow_runs_command",
+    "flow_status",
+    "logs_command",
+    "runs_command",
+    "status_command",
+]
 
-STATUS_STYLES: Mapping[str, str] = {
-    "success": "green",
-    "failed": "bold red",
-    "running": "cyan",
-    "retrying": "yellow",
-    "queued": "blue",
-    "pending": "dim",
-    "skipped": "dim",
-    "cancelled": "magenta",
-    "timeout": "red",
-    "crashed": "bold red",
-    "lost": "red",
-    "interrupted": "magenta",
-}
-
-
-def state_option(func: F) -> F:
-    return click.option(
-        "--state",
-        "state_url",
-        metavar="URL",
-        default=None,
-        help="State store: a SQLite path or a postgresql:// URL "
-        "(default: $TIDEFLOW_STATE, else state.db in the user's state folder, "
-        "~/.local/state/tideflow on Linux).",
-    )(func)
-
-
-def format_option(func: F) -> F:
-    return click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(func)
-
-
-@contextmanager
-def open_store(
-    url: str | None, *, create: bool = False, empty_if_missing: bool = False
-) -> Iterator[Store]:
-    """The store `url` names (see `resolve_url`). Only commands that write (`run`,
-    `trigger`) pass `create`: a reading command without a store says so (exit 2), or,
-    with `empty_if_missing` (it has a flow file to say something about), notes it on
-    stderr and reads an empty history."""
-    try:
-        store = Store.open(url, create=create)
-    except StoreNotFound as exc:
-        if not empty_if_missing:
-            raise UsageProblem(_not_found(str(exc), url)) from exc
-        store = empty_store(exc, url)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def empty_store(missing: StoreNotFound, url: str | None) -> Store:
-    """For a command given a flow file but no store: a note on stderr, and an empty
-    history in memory (nothing is written anywhere)."""
-    click.echo(f"note: {_not_found(str(missing), url)}", err=True)
-    return Store.open("sqlite://")
-
-
-def _not_found(message: str, url: str | None) -> str:
-    text = (
-        f"{message}: nothing has run with it yet (`tideflow run FILE` creates it); "
-        f"--state or ${STATE_ENV} name another"
-    )
-    legacy = Path(".tideflow", "state.db")
-    if url is None and not os.environ.get(STATE_ENV) and legacy.exists():
-        # tideflow kept the store in the current folder before it had a per-user default
-        text += f"; this folder has an older one: --state {legacy}"
-    return text
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`5m`, `2h`, `1d` ago, or an ISO date/time (UTC when no zone is given)."""
-    now = now or datetime.now(UTC)
-    seconds = parse_duration(text)
-    if seconds is not None:
-        return now - timedelta(seconds=seconds)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither a duration (5m, 2h, 1d) nor a date (2026-11-22T10:00)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def when(moment: datetime | None, now: datetime | None = None, zone: tzinfo | None = None) -> str:
-    """A time as people read it in a table: the clock time in `zone` (default: this
-    machine's), labelled with the zone, and how long ago: `00:30:00 EST (in 5h)`."""
-    if moment is None:
-        return "-"
-    now = now or datetime.now(UTC)
-    local = moment.astimezone(zone)
-    delta = (now - moment).total_seconds()
-    shape = "%H:%M:%S %Z" if abs(delta) < 86400 else "%Y-%m-%d %H:%M %Z"
-    return f"{local.strftime(shape)} ({human_delta(delta)})"
-
-
-def human_delta(seconds: float) -> str:
-    future = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 1:
-        text = "now"
-    elif seconds < 90:
-        text = f"{seconds:.0f}s"
-    elif seconds < 5400:
-        text = f"{seconds / 60:.0f}m"
-    elif seconds < 129600:
-        text = f"{seconds / 3600:.0f}h"
-    else:
-        text = f"{seconds / 86400:.0f}d"
-    if text == "now":
-        return text
-    return f"in {text}" if future else f"{text} ago"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-PIPED_WIDTH = 10_000  # wider than any row: tables take only the width they need
-
-
-def make_console(*, stderr: bool = False) -> Console:
-    """A console for tables: the terminal's width, or an unbounded page when piped (so
-    that `tideflow runs | grep failed` sees whole rows, never cut or folded).
-
-    Markup and emoji codes are off: what it prints (names, notes, log lines, output)
-    is user and job text, shown as it is (`[/tmp/x]`, `[secret]`, `:x:`); styles come
-    only from `Text` objects."""
-    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
-    if not console.is_terminal:
-        console = Console(
-            stderr=stderr, highlight=False, markup=False, emoji=False, width=PIPED_WIDTH
-        )
-    return console
-
-
-def job_run_reason(row: JobRunRow, errors: Mapping[int, ErrorInfo]) -> str:
-    """Why a job run ended as it did: its note (skipped, upstream failed, ...), else the
-    error of its last failed attempt; empty when there is nothing to say."""
-    if row.note:
-        return row.note
-    error = errors.get(row.id)
-    if error is None or row.status is RunStatus.SUCCESS:
-        return ""
-    first = (error.message.strip().splitlines() or [""])[0]
-    return f"{error.type}: {first}" if first else error.type
-
-
-def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
-
-
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: to_jsonable(v) for k, v in asdict(value).items()}
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False))
-
-
-# --- commands --------------------------------------------------------------------------
+LEVEL_STYLES: Mapping[str, str] = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 
 
 @click.command("runs")
@@ -282,10 +114,22 @@ def runs_command(
             row.trigger.value,
             str(row.attempts),
             when(row.started_at or row.created_at, now),
-            duration(row.duration),
+            format_elapsed(row.duration),
             job_run_reason(row, errors),
         )
     console.print(table)
+
+
+def job_run_reason(row: JobRunRow, errors: Mapping[int, ErrorInfo]) -> str:
+    """Why a job run ended as it did: its note (skipped, upstream failed, ...), else the
+    error of its last failed attempt; empty when there is nothing to say."""
+    if row.note:
+        return row.note
+    error = errors.get(row.id)
+    if error is None or row.status is RunStatus.SUCCESS:
+        return ""
+    first = (error.message.strip().splitlines() or [""])[0]
+    return f"{error.type}: {first}" if first else error.type
 
 
 @click.command("logs")
@@ -397,14 +241,11 @@ def _consumer_logs(
         console.print(text, soft_wrap=True)
 
 
-LEVEL_STYLES: Mapping[str, str] = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
-
-
 def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> None:
     took = (item.finished_at - item.started_at).total_seconds() if item.finished_at else None
     title = Text(f"\nattempt {item.number}  ")
     title.append_text(status_text(item.status.value))
-    title.append(f"  started {item.started_at.isoformat()}  took {duration(took)}")
+    title.append(f"  started {item.started_at.isoformat()}  took {format_elapsed(took)}")
     if item.exit_code is not None:
         title.append(f"  exit code {item.exit_code}")
     if item.pid:
@@ -424,6 +265,9 @@ def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> 
         if text:
             console.print(Text(f"  --- {name} ---", style="bold"))
             console.print(Text(text.rstrip("\n")), soft_wrap=True)
+
+
+# --- flow-runs ----------------------------------------------------------------------------
 
 
 @click.command("flow-runs")
@@ -490,7 +334,7 @@ def flow_runs_command(
             status_text(row.status.value),
             row.trigger.value,
             when(row.started_at or row.created_at, now),
-            duration(flow_run_seconds(row)),
+            format_elapsed(flow_run_seconds(row)),
             ", ".join(f"{n} {s.value}" for s, n in sorted(tally.items())) or "-",
         )
     console.print(table)
@@ -538,7 +382,7 @@ def _show_flow_run(flow_run_id: int, state_url: str | None, output_format: str) 
     if run.scheduled_at:
         header.append(f"  scheduled {run.scheduled_at.isoformat()}")
     header.append(f"  started {when(run.started_at or run.created_at, now)}")
-    header.append(f"  took {duration(flow_run_seconds(run))}")
+    header.append(f"  took {format_elapsed(flow_run_seconds(run))}")
     console.print(header, soft_wrap=True)
     if run.params:
         params = json.dumps(run.params, ensure_ascii=False, sort_keys=True)
@@ -559,122 +403,180 @@ def _show_flow_run(flow_run_id: int, state_url: str | None, output_format: str) 
             status_text(job.status.value),
             str(job.attempts),
             when(job.started_at, now) if job.started_at else "-",
-            duration(job.duration),
+            format_elapsed(job.duration),
             job_run_reason(job, errors),
         )
     console.print(table)
     console.print(Text("`tideflow logs RUN` shows a job run's attempts and output", style="dim"))
 
 
-@click.command("cancel")
-@click.argument("run_id", metavar="RUN", type=int)
-@state_option
-def cancel_command(run_id: int, state_url: str | None) -> None:
-    """Ask the orchestrator to cancel a running or waiting job run."""
-    with open_store(state_url) as store:
-        run = store.job_run(run_id)
-        if run is None:
-            raise click.ClickException(f"no run {run_id} (see `tideflow runs`)")
-        if not store.request_cancel(run_id):
-            raise click.ClickException(f"run {run_id} has already finished ({run.status.value})")
-    click.echo(f"cancellation of run {run_id} ({run.flow}.{run.job}) requested")
+# --- status -------------------------------------------------------------------------------
 
 
-@click.group("requests")
-def requests_command() -> None:
-    """Trigger requests that no orchestrator has taken yet.
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job: str
+    schedule: str
+    next_run: datetime | None
+    last_run: JobRunRow | None
+    counts: dict[str, int]
+    timezone: str | None = None  # the schedule's: where its next run is shown
 
-    `tideflow trigger` leaves a request in the state store; the orchestrator running
-    the flow takes it within a second. One given while none runs waits, and fires
-    when `tideflow run` starts: list those here, and withdraw the ones not wanted.
-    """
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    consumer: str
+    instances: int  # alive now
+    dead_letter: str | None  # its dead-letter topic (None: failed messages are dropped)
+    dead_lettered: int  # messages given up on, in the window
+    dead_lettered_total: int
 
 
-@requests_command.command("list")
-@click.option("--flow", help="Only this flow.")
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    flow: str
+    orchestrator: LiveOrchestrator | None  # the live orchestrator running it, if any
+    jobs: list[JobStatus]
+    last_flow_run: FlowRunRow | None = None
+    last_flow_run_reason: str | None = None  # which jobs failed, and why
+    consumers: list[ConsumerStatus] = field(default_factory=list)
+
+
+def consumer_statuses(store: Store, flow: FlowIR, since: datetime) -> list[ConsumerStatus]:
+    """Each consumer's live instances and dead letters (in the window, and in all)."""
+    name = flow.info.name
+    total = store.dead_letter_counts(flow=name)
+    recent = store.dead_letter_counts(flow=name, since=since)
+    alive = Counter(row.consumer for row in store.instances(flow=name, alive_within=30.0))
+    return [
+        ConsumerStatus(
+            consumer.name,
+            alive[consumer.name],
+            consumer.dead_letter,
+            recent.get((name, consumer.name), 0),
+            total.get((name, consumer.name), 0),
+        )
+        for consumer in sorted(flow.consumers.values(), key=lambda c: c.name)
+    ]
+
+
+def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> FlowStatus:
+    name = flow.info.name
+    last = store.last_job_runs(name)
+    per_job = count_by_status(store.status_counts(flow=name, since=since), name)
+    live = store.live_orchestrators([name], 30.0)
+    jobs = [
+        JobStatus(
+            job=job.name,
+            schedule=job_schedule(job),
+            next_run=next_fire(job.schedule, now) if job.schedule else None,
+            last_run=last.get(job.name),
+            counts=dict(per_job.get(job.name, {})),
+            timezone=job.schedule.timezone if job.schedule else None,
+        )
+        for job in sorted(flow.jobs.values(), key=lambda j: j.name)
+    ]
+    last_flow_run = next(iter(store.flow_runs(flow=name, limit=1)), None)
+    reason = None
+    if last_flow_run is not None and last_flow_run.status is not RunStatus.SUCCESS:
+        job_runs = store.job_runs(flow_run_id=last_flow_run.id, limit=None)
+        errors = store.last_errors(r.id for r in job_runs if r.status is not RunStatus.SUCCESS)
+        reason = flow_run_reason(job_runs, errors) or None
+    consumers = consumer_statuses(store, flow, since)
+    return FlowStatus(name, live[0] if live else None, jobs, last_flow_run, reason, consumers)
+
+
+@click.command("status")
+@click.argument("file", metavar="[FILE]", required=False)
+@click.option("--since", default="24h", show_default=True, help="Window for the counts.")
 @state_option
 @format_option
-def requests_list_command(flow: str | None, state_url: str | None, output_format: str) -> None:
-    """Pending trigger requests, oldest first."""
-    with open_store(state_url) as store:
-        pending = store.pending_trigger_requests(flow)
+def status_command(file: str | None, since: str, state_url: str | None, output_format: str) -> None:
+    """Last and next run of each job, and runs by status over a window.
+
+    With FILE, the flow in it; without, every flow in the state store.
+    """
+    since_at = parse_since(since)
+    now = datetime.now(UTC)
+    with open_store(state_url, empty_if_missing=file is not None) as store:
+        flows = [load_flow(file)] if file else _stored_flows(store)
+        if not flows:
+            raise click.ClickException(
+                f"the state store at {store.location} holds no flow yet; give a FILE"
+            )
+        report = [flow_status(store, flow, since_at, now) for flow in flows]
     if output_format == "json":
-        emit_json({"requests": pending})
+        emit_json({"since": since_at, "flows": report})
         return
     console = make_console()
-    if not pending:
-        console.print("no trigger request is waiting" + (f" for flow {flow}" if flow else ""))
-        return
+    for item in report:
+        running = item.orchestrator
+        state = (
+            Text(
+                f"running (orchestrator {running.id}, pid {running.pid} on {running.host})",
+                style="green",
+            )
+            if running
+            else Text("not running", style="yellow")
+        )
+        console.print(Text.assemble((f"flow {item.flow}  ", "bold"), state), soft_wrap=True)
+        if item.last_flow_run is not None:
+            console.print(_last_flow_run_line(item.last_flow_run, item.last_flow_run_reason, now))
+        table = Table(box=None, header_style="bold")
+        for column in ("job", "when", "last run", "took", "next run", f"since {since}"):
+            table.add_column(column, overflow="fold")  # a narrow terminal folds, never cuts
+        for job in item.jobs:
+            row = job.last_run
+            last_cell = Text("-")
+            if row is not None:
+                last_cell = status_text(row.status.value)
+                moment = row.finished_at or row.started_at or row.created_at
+                last_cell.append(f" {when(moment, now)}")
+            table.add_row(
+                job.job,
+                job.schedule,
+                last_cell,
+                format_elapsed(row.duration) if row else "-",
+                when(job.next_run, now, _zone(job.timezone)) if job.next_run else "-",
+                " ".join(f"{n} {s}" for s, n in sorted(job.counts.items())) or "-",
+            )
+        console.print(table)
+        if item.consumers:
+            console.print(_consumers_table(item.consumers, since))
+
+
+def _consumers_table(consumers: Sequence[ConsumerStatus], since: str) -> Table:
     table = Table(box=None, header_style="bold")
-    for column in ("request", "flow", "job", "trigger", "requested", "by"):
-        table.add_column(
-            column, justify="right" if column == "request" else "left", overflow="fold"
-        )
-    table.add_column("params", overflow="fold")
-    now = datetime.now(UTC)
-    for request in pending:
+    for column in ("consumer", "instances", f"dead-lettered since {since}", "in all", "to"):
+        table.add_column(column, justify="right" if column in {"instances", "in all"} else "left")
+    for item in consumers:
+        recent = Text(str(item.dead_lettered), style="red" if item.dead_lettered else "")
+        if item.dead_lettered and item.dead_letter is not None:
+            recent.append("  (see tideflow dlq list)", style="dim")
         table.add_row(
-            str(request.id),
-            request.flow,
-            request.job,
-            request.trigger.value,
-            when(request.requested_at, now),
-            request.requested_by,
-            json.dumps(request.params, ensure_ascii=False, sort_keys=True)
-            if request.params
-            else "",
+            Text(item.consumer),
+            str(item.instances),
+            recent,
+            str(item.dead_lettered_total),
+            Text(item.dead_letter or "(dropped)"),
         )
-    console.print(table)
+    return table
 
 
-@requests_command.command("cancel")
-@click.argument("request_ids", metavar="REQUEST...", type=int, nargs=-1, required=True)
-@state_option
-def requests_cancel_command(request_ids: Sequence[int], state_url: str | None) -> None:
-    """Withdraw pending trigger requests so that they never fire."""
-    refused: list[int] = []
-    with open_store(state_url) as store:
-        for request_id in request_ids:
-            if store.withdraw_trigger_request(request_id):
-                click.echo(f"request {request_id} withdrawn")
-            else:
-                refused.append(request_id)
-    if refused:
-        listed = ", ".join(str(n) for n in refused)
-        raise click.ClickException(
-            f"no pending request {listed}: taken by an orchestrator already, or unknown "
-            "(see `tideflow requests list`)"
-        )
+def _last_flow_run_line(run: FlowRunRow, reason: str | None, now: datetime) -> Text:
+    line = Text(f"last flow run {run.id} (from {run.root_job}): ")
+    line.append_text(status_text(run.status.value))
+    line.append(f" {when(run.finished_at or run.started_at or run.created_at, now)}")
+    if reason:
+        line.append(f": {reason}", style="red")
+    line.append(f"  (tideflow flow-runs {run.id})", style="dim")
+    return line
 
 
-def count_by_status(
-    counts: Mapping[tuple[str, str, RunStatus], int], flow: str
-) -> dict[str, Counter[str]]:
-    by_job: dict[str, Counter[str]] = {}
-    for (count_flow, job, status), n in counts.items():
-        if count_flow == flow:
-            by_job.setdefault(job, Counter())[status.value] += n
-    return by_job
+def _zone(name: str | None) -> tzinfo | None:
+    """A schedule's zone (its next run is shown on its own wall clock)."""
+    return zoneinfo.ZoneInfo(name) if name else None
 
 
-def last_runs_rows(runs: Mapping[str, JobRunRow]) -> dict[str, dict[str, Any]]:
-    return {
-        job: {
-            "run": row.id,
-            "status": row.status.value,
-            "started_at": row.started_at,
-            "finished_at": row.finished_at,
-        }
-        for job, row in runs.items()
-    }
-
-
-def wait_for_run(store: Store, request_id: int, timeout: float) -> int | None:
-    """Poll until the orchestrator has started the requested run; its flow run id."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _claimed, flow_run_id = store.trigger_request_run(request_id)
-        if flow_run_id is not None:
-            return flow_run_id
-        time.sleep(0.2)
-    return None
+def _stored_flows(store: Store) -> list[FlowIR]:
+    return [from_json(record.ir) for record in store.flows()]
