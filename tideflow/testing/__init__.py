@@ -18,13 +18,21 @@ below)::
     class TestRedisBroker(BrokerContract):
         pass
 
+A plugin's tests import tideflow from here and from `tideflow.plugins.api`
+only: besides the suite, this module gives them the records a backend is built
+with (`TopicNode`, `ConsumerNode`), `compile_flow` for end-to-end tests of a
+`.flow` file naming their backend, and the `tideflow_installed_plugins` fixture
+(the plugins as a user's `tideflow` loads them, entry points included).
+
 This module is loaded by every pytest run in an environment where tideflow is
 installed, so it stays light: the suite itself (`tideflow.testing.contract`)
-is imported on first use.
+and everything else named above are imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
@@ -33,6 +41,10 @@ import pytest
 pytest.register_assert_rewrite("tideflow.testing.contract")
 
 if TYPE_CHECKING:
+    from tideflow.compiler import compile_flow
+    from tideflow.compiler.ir import ConsumerNode, TopicNode
+    from tideflow.plugins.manager import PluginSet
+
     from .contract import (
         BrokerContract,
         BrokerFactory,
@@ -48,15 +60,20 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerContract",
     "BrokerFactory",
+    "ConsumerNode",
     "NotifierContract",
     "NotifierDelivered",
     "NotifierFactory",
+    "PluginSet",
     "ScalerContract",
     "ScalerFactory",
+    "TopicNode",
+    "compile_flow",
     "receive",
     "tideflow_broker_factory",
     "tideflow_contract_timeout",
     "tideflow_failing_notifier_factory",
+    "tideflow_installed_plugins",
     "tideflow_notifier_delivered",
     "tideflow_notifier_factory",
     "tideflow_quiet_period",
@@ -79,11 +96,20 @@ _CONTRACT_NAMES = frozenset(
 )
 
 
+# lazy (pytest start-up): name -> the module that defines it
+_ELSEWHERE = {
+    "ConsumerNode": "tideflow.compiler.ir",
+    "TopicNode": "tideflow.compiler.ir",
+    "compile_flow": "tideflow.compiler",
+    "PluginSet": "tideflow.plugins.manager",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name in _CONTRACT_NAMES:
-        from . import contract
-
-        return getattr(contract, name)
+        return getattr(importlib.import_module("tideflow.testing.contract"), name)
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -130,6 +156,20 @@ def tideflow_failing_notifier_factory() -> NotifierFactory | None:
     """Override in conftest.py (optional): a callable returning a notifier whose
     deliveries fail; without it the failure test is skipped."""
     return None
+
+
+@pytest.fixture
+def tideflow_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginSet]:
+    """The installed plugins as `tideflow` loads them for a user, entry points
+    included (a test suite may have turned auto-loading off); what the compiler
+    and the runtime use during the test."""
+    from tideflow.plugins import manager  # lazy: every pytest run loads this module
+
+    monkeypatch.delenv(manager.DISABLE_AUTOLOAD_ENV, raising=False)
+    monkeypatch.delenv(manager.DISABLED_PLUGINS_ENV, raising=False)
+    manager.installed_plugins.cache_clear()
+    yield manager.installed_plugins()
+    manager.installed_plugins.cache_clear()  # later tests load with their own settings
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import redis
-from tideflow.compiler.ir import TopicNode
-from tideflow.plugins.manager import PluginSet, installed_plugins
 from tideflow_redis import RedisBroker
+
+from tideflow.testing import TopicNode
 
 REDIS_URL = os.environ.get("TIDEFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
 # short enough for the contract suite's redelivery tests to wait for it
@@ -77,14 +77,3 @@ def tideflow_broker_factory(
 @pytest.fixture
 def tideflow_quiet_period() -> float:
     return TEST_VISIBILITY_TIMEOUT + 0.5
-
-
-@pytest.fixture
-def autoloaded_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginSet]:
-    """The installed plugins as `tideflow` loads them for a user, entry points
-    included (tideflow's own test suite turns auto-loading off)."""
-    monkeypatch.delenv("TIDEFLOW_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("TIDEFLOW_DISABLED_PLUGINS", raising=False)
-    installed_plugins.cache_clear()
-    yield installed_plugins()
-    installed_plugins.cache_clear()  # later tests load with their own settings

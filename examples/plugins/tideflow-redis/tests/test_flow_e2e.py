@@ -8,13 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tideflow.compiler import compile_flow
-from tideflow.compiler.ir import FlowIR
 from tideflow.plugins.api import BackendContext, OutgoingMessage
-from tideflow.plugins.manager import PluginSet
 from tideflow_redis import RedisBroker
 
-from tideflow.testing import receive
+from tideflow.testing import PluginSet, compile_flow, receive
 
 FLOW = """
 flow "orders" {{ description = "redis plugin, end to end" }}
@@ -48,8 +45,8 @@ def write_flow(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_plugin_is_installed_through_its_entry_point(autoloaded_plugins: PluginSet) -> None:
-    plugins = autoloaded_plugins
+def test_plugin_is_installed_through_its_entry_point(tideflow_installed_plugins: PluginSet) -> None:
+    plugins = tideflow_installed_plugins
     (info,) = [p for p in plugins.plugins if p.name == "redis"]
     assert (info.distribution, info.module) == ("tideflow-redis", "tideflow_redis.plugin")
     assert info.backends == (("broker", "redis"),)
@@ -59,19 +56,19 @@ def test_plugin_is_installed_through_its_entry_point(autoloaded_plugins: PluginS
 
 @pytest.mark.anyio
 async def test_flow_compiles_and_its_broker_carries_messages(
-    tmp_path: Path, redis_url: str, redis_prefix: str, autoloaded_plugins: PluginSet
+    tmp_path: Path, redis_url: str, redis_prefix: str, tideflow_installed_plugins: PluginSet
 ) -> None:
     path = write_flow(tmp_path, FLOW.format(url=redis_url, prefix=redis_prefix))
     result = compile_flow(path)
     assert [d.message for d in result.diagnostics] == []
     ir = result.ir
-    assert isinstance(ir, FlowIR)
+    assert ir is not None
 
     node = ir.brokers["events"]
     assert node.kind == "redis"
     topics = [t for t in ir.topics.values() if t.broker == node.name]
     consumer = ir.consumers["order_workers"]
-    broker_class = autoloaded_plugins.broker_class(node.kind)
+    broker_class = tideflow_installed_plugins.broker_class(node.kind)
     context = BackendContext(block=node.name, source=path)
 
     async with broker_class(node.options, topics, context=context) as publisher:
@@ -89,7 +86,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.mark.usefixtures("autoloaded_plugins")
+@pytest.mark.usefixtures("tideflow_installed_plugins")
 def test_option_mistakes_are_reported_with_the_plugins_schema(tmp_path: Path) -> None:
     text = """
 broker "events" {

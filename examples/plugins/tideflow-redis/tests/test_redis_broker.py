@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 import anyio
 import pytest
 import redis
-from tideflow.compiler.ir import TopicNode
 from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
@@ -18,7 +17,7 @@ from tideflow.plugins.api import (
 from tideflow_redis import RedisBroker
 from tideflow_redis.broker import RELEASED_CONSUMER
 
-from tideflow.testing import receive, unique_name
+from tideflow.testing import TopicNode, receive, unique_name
 
 pytestmark = pytest.mark.anyio
 
