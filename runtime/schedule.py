@@ -21,6 +21,9 @@ convention); the aliases `@hourly`, `@daily`, `@midnight`, `@weekly`,
 `every(D)` schedules fire at the instants `k * D` after the Unix epoch (UTC), so
 they are unaffected by daylight saving and the same on every machine.
 
+How many times a schedule fires in each local day of a window (the dashboard's
+calendar) is counted here too, without walking every instant where arithmetic will do.
+
 Every datetime given or returned is timezone-aware; returned ones are in UTC.
 """
 
@@ -28,8 +31,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+import zoneinfo
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Final
 
 from tideflow.compiler.cron import ALIASES, instants_after, instants_until, wall_to_instant
@@ -38,9 +42,16 @@ from tideflow.compiler.ir import FlowIR, Schedule
 __all__ = [
     "ALIASES",
     "CATCH_UP_POLICIES",
+    "DAY_CAP",
+    "FULL_DAY_CAP",
     "MAX_CATCH_UP",
+    "count_fires",
+    "count_fires_by_day",
+    "day_windows",
     "due_on_start",
+    "end_of_month",
     "fire_times",
+    "last_fire",
     "next_fire",
     "upcoming",
     "wall_to_instant",
@@ -54,8 +65,14 @@ CATCH_UP_POLICIES: Final = ("skip", "latest", "all")
 # schedule must not start millions of runs.
 MAX_CATCH_UP: Final = 1000
 
+# a day with more instants than this is counted as "at least" (per-second crons exist)
+DAY_CAP: Final = 200
+# instants counted in one regular day of a cron that fires the same way every day
+FULL_DAY_CAP: Final = 5000
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
+_DAY: Final = timedelta(days=1)
 
 
 # --- public API ------------------------------------------------------------------------
@@ -161,6 +178,101 @@ def upcoming(
             listed.extend((t, name) for t in fire_times(schedule, start - _MICROSECOND, until))
     listed.sort()
     return listed
+
+
+# --- counting, day by day ----------------------------------------------------------------
+
+
+def end_of_month(moment: datetime, zone: tzinfo) -> datetime:
+    """The last microsecond of `moment`'s month on the wall clock of `zone`, in UTC."""
+    local = moment.astimezone(zone)
+    first_next = (local.replace(day=28) + timedelta(days=4)).replace(day=1)
+    start_next = datetime.combine(first_next.date(), time.min, tzinfo=zone)
+    return start_next.astimezone(UTC) - _MICROSECOND
+
+
+def day_windows(
+    start: datetime, until: datetime, zone: tzinfo
+) -> list[tuple[date, datetime, datetime]]:
+    """(day, first instant, last instant) of each local day that [start, until] touches."""
+    windows = []
+    day = start.astimezone(zone).date()
+    while True:
+        day_start = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+        next_start = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(
+            UTC
+        )
+        lo, hi = max(start, day_start), min(until, next_start - _MICROSECOND)
+        if lo > until:
+            break
+        if lo <= hi:
+            windows.append((day, lo, hi))
+        day += timedelta(days=1)
+    return windows
+
+
+def count_fires(
+    schedule: Schedule, lo: datetime, hi: datetime, cap: int = DAY_CAP
+) -> tuple[int, bool, datetime | None]:
+    """(instants in [lo, hi], whether that count is exact, the first of them); more
+    than `cap` instants count as `cap`, not exact."""
+    if schedule.kind == "every" and schedule.interval:
+        step = round(schedule.interval * 1_000_000)
+        lo_us = (lo - _EPOCH) // _MICROSECOND
+        hi_us = (hi - _EPOCH) // _MICROSECOND
+        first_k = -(-lo_us // step)
+        count = max(0, hi_us // step - first_k + 1)
+        first = _EPOCH + timedelta(microseconds=first_k * step) if count else None
+        return count, True, first
+    found = list(itertools.islice(fire_times(schedule, lo - _MICROSECOND, hi), cap + 1))
+    return min(len(found), cap), len(found) <= cap, found[0] if found else None
+
+
+def count_fires_by_day(
+    schedule: Schedule, days: Sequence[tuple[date, datetime, datetime]]
+) -> list[tuple[int, bool, datetime | None]]:
+    """`count_fires` for each day window (see `day_windows`), without walking every
+    instant of every day.
+
+    A cron that names no day, month or weekday fires the same wall times every day,
+    so any window of exactly 24 hours in which its zone's offset does not change
+    holds the same number of instants: that number is counted once (up to
+    `FULL_DAY_CAP`, as are the few other days), and each such day only looks up its
+    first instant. Other crons are counted day by day up to `DAY_CAP`.
+    """
+    if schedule.kind == "every" or not _same_every_day(schedule):
+        return [count_fires(schedule, lo, hi) for _, lo, hi in days]
+    zone = zoneinfo.ZoneInfo(schedule.timezone)
+    reference: tuple[int, bool] | None = None
+    counted: list[tuple[int, bool, datetime | None]] = []
+    for _, lo, hi in days:
+        regular = hi - lo == _DAY - _MICROSECOND and lo.astimezone(zone).utcoffset() == (
+            hi.astimezone(zone).utcoffset()
+        )
+        if not regular:  # a day of a clock change, or the window's first or last
+            counted.append(count_fires(schedule, lo, hi, FULL_DAY_CAP))
+            continue
+        if reference is None:
+            count, exact, first = count_fires(schedule, lo, hi, FULL_DAY_CAP)
+            reference = (count, exact)
+        else:
+            first = next(iter(fire_times(schedule, lo - _MICROSECOND, hi)), None)
+        counted.append((*reference, first))
+    return counted
+
+
+def last_fire(schedule: Schedule, until: datetime, first: datetime) -> datetime:
+    """The last instant in [first, until], where `first` is known to be one (the
+    schedule walked backwards from `until`)."""
+    latest = due_on_start(schedule, first - _MICROSECOND, until, "latest")
+    return latest[0] if latest else first
+
+
+def _same_every_day(schedule: Schedule) -> bool:
+    """Whether a cron schedule's day-of-month, month and weekday fields are all `*`."""
+    text = (schedule.cron or "").strip()
+    fields = ALIASES.get(text, text).split()
+    return len(fields) in (5, 6) and all(field in ("*", "?") for field in fields[2:5])
 
 
 # --- every(D) --------------------------------------------------------------------------

@@ -9,20 +9,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tideflow.compiler.ir import EnvRef, Schedule, SecretRef
 from tideflow.runtime.model import InstanceRow, InstanceStats, InstanceStatus
-from tideflow.runtime.schedule import fire_times
+from tideflow.runtime.schedule import (
+    DAY_CAP,
+    count_fires,
+    count_fires_by_day,
+    day_windows,
+    end_of_month,
+    fire_times,
+)
 
 from tideflow.web.charts import downsample, nice_ceiling, scaling_chart
 from tideflow.web.models import HistoryPoint
-from tideflow.web.service import (
-    DAY_CAP,
-    _command_text,
-    _count,
-    _count_days,
-    _day_windows,
-    assess_balance,
-    describe_value,
-    end_of_month,
-)
+from tideflow.web.service import _command_text, assess_balance, describe_value
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LISBON = zoneinfo.ZoneInfo("Europe/Lisbon")
@@ -162,19 +160,21 @@ def test_the_end_of_the_month_is_on_the_display_zones_wall_clock() -> None:
 def test_every_schedules_are_counted_by_arithmetic() -> None:
     schedule = Schedule(kind="every", timezone="UTC", interval=5.0)
     lo, hi = NOW, NOW + timedelta(days=1) - timedelta(microseconds=1)
-    count, exact, first = _count(schedule, lo, hi)
+    count, exact, first = count_fires(schedule, lo, hi)
     assert (count, exact, first) == (17280, True, NOW)
     assert count == sum(1 for _ in fire_times(schedule, lo - timedelta(microseconds=1), hi))
 
 
 def test_crowded_cron_days_are_a_lower_bound() -> None:
     every_minute = Schedule(kind="cron", timezone="UTC", cron="* * * * *")
-    count, exact, first = _count(every_minute, NOW, NOW + timedelta(hours=23, minutes=59))
+    count, exact, first = count_fires(every_minute, NOW, NOW + timedelta(hours=23, minutes=59))
     assert (count, exact, first) == (DAY_CAP, False, NOW)
     nightly = Schedule(kind="cron", timezone="Europe/Lisbon", cron="30 1 * * *")
     # 29 March 2026: 01:30 does not exist in Lisbon (01:00 -> 02:00); it fires at 02:00 WEST
     day = datetime(2026, 3, 29, 0, 0, tzinfo=UTC)
-    count, exact, first = _count(nightly, day, day + timedelta(days=1) - timedelta(microseconds=1))
+    count, exact, first = count_fires(
+        nightly, day, day + timedelta(days=1) - timedelta(microseconds=1)
+    )
     assert (count, exact) == (1, True)
     assert first == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 
@@ -207,9 +207,9 @@ def test_counting_by_day_agrees_with_walking_every_instant(
         (datetime(2026, 3, 20, 9, 17, tzinfo=UTC), datetime(2026, 4, 10, tzinfo=UTC)),
         (datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 11, 5, 13, 0, tzinfo=UTC)),
     ]:
-        days = _day_windows(start, until, zoneinfo.ZoneInfo(display_zone))
+        days = day_windows(start, until, zoneinfo.ZoneInfo(display_zone))
         walked = []
         for _, lo, hi in days:
             instants = list(fire_times(schedule, lo - timedelta(microseconds=1), hi))
             walked.append((len(instants), True, instants[0] if instants else None))
-        assert _count_days(schedule, days) == walked
+        assert count_fires_by_day(schedule, days) == walked

@@ -20,13 +20,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from tideflow.runtime.schedule import end_of_month
+
 from .api import Board, RunId, requester
 from .charts import scaling_chart
 from .display import STATUS_ORDER, Display
 from .flowgraph import GraphUnavailable
 from .models import UpcomingDayEntry, Window
 from .security import SESSION_COOKIE, check_csrf, form_fields, safe_next, session_value
-from .service import WINDOWS, InvalidRequestError, end_of_month
+from .service import WINDOWS, InvalidRequestError
 
 __all__ = ["make_templates", "render", "router"]
 

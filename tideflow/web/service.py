@@ -17,7 +17,7 @@ import zoneinfo
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from tideflow.compiler.describe import describe_schedule
@@ -42,7 +42,14 @@ from tideflow.runtime.model import (
     ScaleDecisionRow,
     TriggerKind,
 )
-from tideflow.runtime.schedule import ALIASES, due_on_start, fire_times, next_fire
+from tideflow.runtime.schedule import (
+    count_fires_by_day,
+    day_windows,
+    end_of_month,
+    fire_times,
+    last_fire,
+    next_fire,
+)
 from tideflow.runtime.store import FlowRecord, Store, utcnow
 
 from .flowgraph import GraphCache, ir_hash
@@ -112,13 +119,7 @@ MAX_UPCOMING_DAYS: Final = 400
 # The consumers page shows each consumer's newest dead letters and log lines.
 CONSUMER_DEAD_LETTERS_SHOWN: Final = 10
 CONSUMER_LOG_LINES_SHOWN: Final = 50
-# a day with more instants than this is shown as "at least" (per-second crons exist)
-DAY_CAP: Final = 200
-# instants counted in one regular day of a cron that fires the same way every day
-FULL_DAY_CAP: Final = 5000
-_DAY: Final = timedelta(days=1)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SKEW_BALANCED: Final = 1.5
 
 
@@ -472,14 +473,14 @@ class Dashboard:
             for name, job, schedule in self._schedules(flow)
             if _valid(schedule, start)
         ]
-        days = _day_windows(start, until, zone)
+        days = day_windows(start, until, zone)
         jobs: list[UpcomingJob] = []
         per_day: dict[date, list[UpcomingDayEntry]] = {}
         for flow_name, job_name, schedule in schedules:
             total, exact = 0, True
             first: datetime | None = None
             last: datetime | None = None
-            counted = _count_days(schedule, days)
+            counted = count_fires_by_day(schedule, days)
             for (day, _, _), (count, day_exact, day_first) in zip(days, counted, strict=True):
                 if count == 0 or day_first is None:
                     continue
@@ -492,7 +493,7 @@ class Dashboard:
                     )
                 )
             if first is not None:
-                last = _last_before(schedule, until, first)
+                last = last_fire(schedule, until, first)
             jobs.append(
                 UpcomingJob(
                     flow=flow_name,
@@ -929,101 +930,8 @@ def assess_balance(
 # --- schedules ------------------------------------------------------------------------------
 
 
-def end_of_month(moment: datetime, zone: tzinfo) -> datetime:
-    """The last microsecond of `moment`'s month on the wall clock of `zone`, in UTC."""
-    local = moment.astimezone(zone)
-    first_next = (local.replace(day=28) + timedelta(days=4)).replace(day=1)
-    start_next = datetime.combine(first_next.date(), time.min, tzinfo=zone)
-    return start_next.astimezone(UTC) - _MICROSECOND
-
-
-def _day_windows(
-    start: datetime, until: datetime, zone: tzinfo
-) -> list[tuple[date, datetime, datetime]]:
-    """(day, first instant, last instant) of each local day that [start, until] touches."""
-    windows = []
-    day = start.astimezone(zone).date()
-    while True:
-        day_start = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
-        next_start = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(
-            UTC
-        )
-        lo, hi = max(start, day_start), min(until, next_start - _MICROSECOND)
-        if lo > until:
-            break
-        if lo <= hi:
-            windows.append((day, lo, hi))
-        day += timedelta(days=1)
-    return windows
-
-
-def _count(
-    schedule: Schedule, lo: datetime, hi: datetime, cap: int = DAY_CAP
-) -> tuple[int, bool, datetime | None]:
-    """(instants in [lo, hi], whether that count is exact, the first of them)."""
-    if schedule.kind == "every" and schedule.interval:
-        step = round(schedule.interval * 1_000_000)
-        lo_us = (lo - _EPOCH) // _MICROSECOND
-        hi_us = (hi - _EPOCH) // _MICROSECOND
-        first_k = -(-lo_us // step)
-        count = max(0, hi_us // step - first_k + 1)
-        first = _EPOCH + timedelta(microseconds=first_k * step) if count else None
-        return count, True, first
-    found = list(itertools.islice(fire_times(schedule, lo - _MICROSECOND, hi), cap + 1))
-    return min(len(found), cap), len(found) <= cap, found[0] if found else None
-
-
-def _count_days(
-    schedule: Schedule, days: Sequence[tuple[date, datetime, datetime]]
-) -> list[tuple[int, bool, datetime | None]]:
-    """`_count` for each day window, without walking every instant of every day.
-
-    A cron that names no day, month or weekday fires the same wall times every day,
-    so any window of exactly 24 hours in which its zone's offset does not change
-    holds the same number of instants: that number is counted once (up to
-    `FULL_DAY_CAP`, as are the few other days), and each such day only looks up its
-    first instant. Other crons are counted day by day up to `DAY_CAP`.
-    """
-    if schedule.kind == "every" or not _same_every_day(schedule):
-        return [_count(schedule, lo, hi) for _, lo, hi in days]
-    zone = _schedule_zone(schedule)
-    reference: tuple[int, bool] | None = None
-    counted: list[tuple[int, bool, datetime | None]] = []
-    for _, lo, hi in days:
-        regular = hi - lo == _DAY - _MICROSECOND and lo.astimezone(zone).utcoffset() == (
-            hi.astimezone(zone).utcoffset()
-        )
-        if not regular:  # a day of a clock change, or the window's first or last
-            counted.append(_count(schedule, lo, hi, FULL_DAY_CAP))
-            continue
-        if reference is None:
-            count, exact, first = _count(schedule, lo, hi, FULL_DAY_CAP)
-            reference = (count, exact)
-        else:
-            first = next(iter(fire_times(schedule, lo - _MICROSECOND, hi)), None)
-        counted.append((*reference, first))
-    return counted
-
-
-def _same_every_day(schedule: Schedule) -> bool:
-    """Whether a cron schedule's day-of-month, month and weekday fields are all `*`."""
-    text = (schedule.cron or "").strip()
-    fields = ALIASES.get(text, text).split()
-    return len(fields) in (5, 6) and all(field in ("*", "?") for field in fields[2:5])
-
-
-def _schedule_zone(schedule: Schedule) -> tzinfo:
-    return _zone(schedule.timezone)
-
-
 def _zone(name: str) -> tzinfo:
     return UTC if name == "UTC" else zoneinfo.ZoneInfo(name)
-
-
-def _last_before(schedule: Schedule, until: datetime, first: datetime) -> datetime:
-    """The last instant in [first, until] (the schedule walked backwards from `until`)."""
-    latest = due_on_start(schedule, first - _MICROSECOND, until, "latest")
-    return latest[0] if latest else first
 
 
 def _labelled(
