@@ -5,8 +5,9 @@ The helpers: `dsl/durations.py` (reading and writing durations),
 `plugins/api/suggest.py` (the "did you mean" of every message, in the lowest room
 because backends use it too; `dsl/suggest.py` re-exports it), `dsl/gc_pause.py`
 (the collector paused around parsing and compiling), `compiler/describe.py` (how a
-schedule is told). A copy that comes back in another module fails here, with where
-it is.
+schedule is told), `dsl/timetext.py` (how long a run took and how long ago, as the
+command line and the dashboard both say it). A copy that comes back in another module
+fails here, with where it is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ HOMES = {
     "describe_schedule": "compiler/describe.py",
     "suggest": "plugins/api/suggest.py",
     "closest": "plugins/api/suggest.py",
+    "human_delta": "dsl/timetext.py",
+    "format_elapsed": "dsl/timetext.py",
 }
 # wrappers that keep a public name and only add their own error, delegating the work
 DELEGATES = {("parse_duration", "runtime/simulate/profiles.py"): "durations.parse_duration("}

@@ -12,40 +12,22 @@ Exit status: 0; 1 when a plugin has a problem (it is listed after the table);
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from tideflow.cli.common import current_settings, text_console
+from tideflow.cli.common import EXIT_PROBLEMS, UsageProblem, echo_error, text_console
 from tideflow.dsl.durations import format_duration
 from tideflow.dsl.suggest import suggest
-from tideflow.plugins.manager import BackendEntry, installed_plugins, PluginSet
+from tideflow.plugins.manager import BackendEntry, PluginSet, installed_plugins
 
 if TYPE_CHECKING:
     from tideflow.plugins.api import Field, ValueType
 
 __all__ = ["plugins_command"]
 
-EXIT_PROBLEMS: Final = 1
-EXIT_USAGE: Final = 2
 KINDS: Final = ("broker", "scaler", "notifier")
-
-
-class _UsageProblem(click.ClickException):
-    """An unknown or ambiguous backend name (exit 2)."""
-
-    exit_code = EXIT_USAGE
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        _echo_error(self.message)
-
-
-def _echo_error(message: str) -> None:
-    stream = sys.stderr
-    label = click.style("error", fg="red", bold=True)
-    click.echo(f"{label}: {message}", file=stream, color=current_settings().color_for(stream))
 
 
 # --- values as a .flow file writes them ---------------------------------------------------
@@ -170,7 +152,7 @@ def _find(plugins: PluginSet, name: str) -> BackendEntry:
     kind, _, bare = name.rpartition(":")
     if kind:
         if kind not in KINDS:
-            raise _UsageProblem(
+            raise UsageProblem(
                 f"unknown backend kind `{kind}` in `{name}`; kinds: {', '.join(KINDS)}"
             )
         candidates = [e for e in plugins.find(bare) if e.kind == kind]
@@ -180,13 +162,13 @@ def _find(plugins: PluginSet, name: str) -> BackendEntry:
         return candidates[0]
     if len(candidates) > 1:
         forms = " or ".join(f"`{e.kind}:{e.name}`" for e in candidates)
-        raise _UsageProblem(f"`{name}` names several backends; say which: {forms}")
+        raise UsageProblem(f"`{name}` names several backends; say which: {forms}")
     available = [f"{k}:{n}" for k in KINDS for n in plugins.names(k) if not kind or k == kind]
     close = suggest(bare, [a.split(":", 1)[1] for a in available])
     message = f"unknown backend `{name}`; available: {', '.join(available) or 'none'}"
     if close:
         message += f"\n  help: {close}"
-    raise _UsageProblem(message)
+    raise UsageProblem(message)
 
 
 def _option_json(option: Field) -> dict[str, Any]:
@@ -280,6 +262,6 @@ def plugins_command(output_format: str, describe: str | None) -> None:
 
 def _report_problems(problems: Sequence[object]) -> None:
     for problem in problems:
-        _echo_error(str(problem))
+        echo_error(str(problem))
     if problems:
         click.get_current_context().exit(EXIT_PROBLEMS)
