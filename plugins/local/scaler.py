@@ -61,15 +61,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from tideflow.plugins import builtin_options
-from tideflow.plugins.backends import BackendClosedError, BackendConfigError, BackendContext, Scaler
-from tideflow.plugins.hookspecs import hookimpl
+from tideflow.plugins.api import (
+    BackendClosedError,
+    BackendConfigError,
+    BackendContext,
+    Scaler,
+    hookimpl,
+)
 
 from .process import Leftover, alive, describe_exit, find_leftovers, kill_group, parent_marker
 from .protocol import DEFAULT_DRAIN_TIMEOUT, LIFELINE_ENV, PARENT_ENV, ready_message
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode
-    from tideflow.plugins.registry import BackendRegistry
+    from tideflow.plugins.api import BackendRegistry
 
 __all__ = ["ExitRecord", "LocalScaler", "tideflow_register_scalers"]
 
