@@ -25,7 +25,6 @@ from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 import click
 
 from tideflow.dsl.durations import parse_duration
-from tideflow.dsl.suggest import suggest
 from tideflow.dsl.timetext import format_elapsed, human_delta
 
 if TYPE_CHECKING:
@@ -459,6 +458,9 @@ def _interval(seconds: float) -> str:
 def consumer_of(flow: FlowIR, name: str, *, file: str | None = None) -> ConsumerNode:
     """The consumer called `name`; an unknown one is a usage problem that suggests a close
     name or lists the flow's consumers (`file`, when given, says where the flow is)."""
+    # lazy: CLI start-up (the suggester loads the plugin API, tens of ms)
+    from tideflow.dsl.suggest import suggest
+
     consumers = flow.consumers
     found = consumers.get(name)
     if found is not None:
