@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from tideflow.compiler import compile_flow
-from tideflow.plugins.backends import BacklogFailure, BacklogReading
+from tideflow.plugins.api import BacklogFailure, BacklogReading
 from tideflow.runtime.autoscaler import rule_as_dict
 from tideflow.runtime.decide import Decision, ScaleState, decide
 from tideflow.runtime.model import ScaleDecisionRow

@@ -71,9 +71,7 @@ def hooks(**registrations: tuple[type, ...]) -> dict[str, Any]:
 @pytest.fixture
 def installed(fake_install: FakeInstall, monkeypatch: pytest.MonkeyPatch) -> FakeInstall:
     """`tideflow plugins` sees the fake distributions the test installs."""
-    monkeypatch.setattr(
-        "tideflow.cli.plugins.installed_plugins", lambda: load_plugins()
-    )
+    monkeypatch.setattr("tideflow.cli.plugins.installed_plugins", lambda: load_plugins())
     return fake_install
 
 
