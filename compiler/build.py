@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import schema as s
 from tideflow.plugins.api import options as o
+
+from . import schema as s
 from .checks import CheckedFlow, Declaration, OtherFlowsJob, ScheduleSpec, Section
 from .ir import (
     BrokerNode,
