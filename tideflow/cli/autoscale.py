@@ -9,11 +9,15 @@ an unknown consumer or an unreachable state store is a usage problem (exit 2).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from tideflow.cli.common import (
     UsageProblem,
@@ -29,8 +33,6 @@ from tideflow.cli.common import (
 from tideflow.plots import render_plot
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from tideflow.compiler.ir import ConsumerNode, FlowIR, ScaleRule
     from tideflow.runtime.model import ScaleDecisionRow
     from tideflow.runtime.simulate import Comparison, SimulationSettings
@@ -68,7 +70,7 @@ def _scaled_consumer(ir: FlowIR, name: str | None) -> tuple[ConsumerNode, ScaleR
 
 def _partitions(ir: FlowIR, consumer: ConsumerNode) -> tuple[int, bool]:
     """The consumed topic's partition count, and whether its broker is partitioned."""
-    from tideflow.plugins.manager import installed_plugins
+    from tideflow.plugins.manager import installed_plugins  # lazy: CLI start-up
 
     topic = ir.topics[consumer.consumes]
     broker = ir.brokers.get(topic.broker)
@@ -77,7 +79,7 @@ def _partitions(ir: FlowIR, consumer: ConsumerNode) -> tuple[int, bool]:
 
 
 def _seconds_text(seconds: float | None) -> str:
-    from tideflow.runtime.decide import format_seconds
+    from tideflow.runtime.decide import format_seconds  # lazy: CLI start-up
 
     return "-" if seconds is None else format_seconds(seconds)
 
@@ -164,7 +166,7 @@ def simulate_command(
     startup time. KEDA's side polls every 30 s, the HPA syncs every 15 s with a 5 m
     scale-down window, and scaling to zero waits 5 m.
     """
-    from tideflow.runtime import simulate as sim
+    from tideflow.runtime import simulate as sim  # lazy: CLI start-up
 
     try:
         profile = sim.load_profile(arrivals)
@@ -212,7 +214,7 @@ def simulate_command(
 
 
 def _option_value(option: str, parse: Callable[[str], float], text: str) -> float:
-    from tideflow.runtime.simulate import ProfileError
+    from tideflow.runtime.simulate import ProfileError  # lazy: CLI start-up
 
     try:
         return parse(text)
@@ -221,8 +223,6 @@ def _option_value(option: str, parse: Callable[[str], float], text: str) -> floa
 
 
 def _check_matplotlib() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageProblem(
             "--plot needs matplotlib, which is not installed: pip install matplotlib"
@@ -241,7 +241,7 @@ def _settings_json(settings: SimulationSettings) -> dict[str, Any]:
 
 
 def _simulation_json(ir: FlowIR, consumer: str, comparison: Comparison) -> dict[str, Any]:
-    from tideflow.runtime.autoscaler import rule_as_dict
+    from tideflow.runtime.autoscaler import rule_as_dict  # lazy: CLI start-up
 
     profile = comparison.profile
     return {
@@ -262,9 +262,6 @@ def _simulation_json(ir: FlowIR, consumer: str, comparison: Comparison) -> dict[
 
 
 def _print_comparison(ir: FlowIR, consumer: str, comparison: Comparison) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     settings = comparison.settings
     console = text_console()
     where = (
@@ -362,7 +359,7 @@ def explain_command(
     """Show the autoscaler's last decisions for CONSUMER, newest first, with their
     inputs and arithmetic ("backlog 3,412 / 500 per instance = 7; capped by 6
     partitions -> 6")."""
-    from tideflow.runtime.store import Store, StoreError, StoreNotFound
+    from tideflow.runtime.store import Store, StoreError, StoreNotFound  # lazy: CLI start-up
 
     ir = load_flow(file)
     consumer, rule = _scaled_consumer(ir, consumer_name)
@@ -394,8 +391,6 @@ def explain_command(
             }
         )
         return
-    from rich.text import Text
-
     console = text_console()
     # soft_wrap: a line longer than the terminal is the terminal's to wrap; rich would
     # break it at `width` (120 when piped), in the middle of an explanation
@@ -424,8 +419,6 @@ def explain_command(
 
 
 def _print_decision(console: Console, row: ScaleDecisionRow) -> None:
-    from rich.text import Text
-
     head = Text(f"\n{when(row.taken_at)}  ")
     change = f"{row.current:,} -> {row.desired:,}"
     head.append(change, style="bold" if row.current != row.desired else "")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import click
+from rich.table import Table
+from rich.text import Text
 
 from tideflow.cli.common import (
     EXIT_PROBLEMS,
@@ -122,6 +124,7 @@ def replay_command(
 async def _list(
     flow: FlowIR, consumer: ConsumerNode, limit: int, timeout: float
 ) -> list[DeadLetter]:
+    # lazy: CLI start-up (the brokers' runtime is for this command only)
     from tideflow.runtime.dead_letters import DeadLetterError, DeadLetterTopic
 
     try:
@@ -134,6 +137,7 @@ async def _list(
 async def _replay(
     flow: FlowIR, consumer: ConsumerNode, ids: Sequence[str], timeout: float
 ) -> tuple[int, str]:
+    # lazy: CLI start-up (the brokers' runtime is for this command only)
     from tideflow.runtime.dead_letters import DeadLetterError, DeadLetterTopic, select
 
     try:
@@ -158,7 +162,7 @@ def _fail(exc: Exception, flow: FlowIR, consumer: ConsumerNode) -> NoReturn:
 
 def _redactor(flow: FlowIR, consumer: ConsumerNode) -> Callable[[str], str]:
     """Removes the secret values of the brokers' options (an error may quote a URL)."""
-    from tideflow.runtime import secrets
+    from tideflow.runtime import secrets  # lazy: CLI start-up
 
     topics = [t for t in (consumer.consumes, consumer.dead_letter) if t is not None]
     brokers = sorted({flow.topics[t].broker for t in topics})
@@ -172,9 +176,6 @@ def _redactor(flow: FlowIR, consumer: ConsumerNode) -> Callable[[str], str]:
 def _print_letters(
     flow: FlowIR, consumer: ConsumerNode, letters: Sequence[DeadLetter], limit: int
 ) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     console = make_console()
     where = f'consumer "{consumer.name}" of flow "{flow.info.name}", topic "{consumer.dead_letter}"'
     if not letters:

@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import click
+from rich.table import Table
+from rich.text import Text
 
+from tideflow import __version__
 from tideflow.cli.common import EXIT_PROBLEMS, UsageProblem, echo_error, text_console
 from tideflow.dsl.durations import format_duration
 from tideflow.dsl.suggest import suggest
+from tideflow.plugins.api import (
+    BoolType,
+    DurationType,
+    EnumType,
+    Field,
+    ListType,
+    MapType,
+    StringType,
+    ValueType,
+)
 from tideflow.plugins.manager import BackendEntry, PluginSet, installed_plugins
-
-if TYPE_CHECKING:
-    from tideflow.plugins.api import Field, ValueType
 
 __all__ = ["plugins_command"]
 
@@ -35,23 +45,21 @@ KINDS: Final = ("broker", "scaler", "notifier")
 
 def format_value(value: object, vtype: ValueType) -> str:
     """A default value as it would be written in a `.flow` file."""
-    from tideflow.plugins.api import options as s
-
     if value is None:
         return ""
     match vtype:
-        case s.DurationType() if isinstance(value, int | float):
+        case DurationType() if isinstance(value, int | float):
             return format_duration(float(value))
-        case s.BoolType():
+        case BoolType():
             return "true" if value else "false"
-        case s.EnumType():
+        case EnumType():
             return str(value)
-        case s.ListType() if isinstance(value, list | tuple):
+        case ListType() if isinstance(value, list | tuple):
             return "[" + ", ".join(format_value(v, vtype.item) for v in value) + "]"
-        case s.MapType() if isinstance(value, Mapping):
+        case MapType() if isinstance(value, Mapping):
             inner = "  ".join(f"{k} = {format_value(v, vtype.value)}" for k, v in value.items())
             return "{ " + inner + " }" if inner else "{}"
-        case s.StringType():
+        case StringType():
             return json.dumps(value)
     return json.dumps(value) if isinstance(value, str) else str(value)
 
@@ -111,10 +119,6 @@ def _listing_json(plugins: PluginSet) -> dict[str, Any]:
 
 
 def _print_listing(plugins: PluginSet) -> None:
-    from rich.table import Table
-
-    from tideflow import __version__
-
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     for column in ("plugin", "distribution", "version", "provides"):
         table.add_column(column, overflow="fold")
@@ -199,9 +203,6 @@ def _describe_json(entry: BackendEntry) -> dict[str, Any]:
 
 
 def _print_description(entry: BackendEntry) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     console = text_console()
     console.print(Text.assemble((f'{entry.kind} "{entry.name}"', "bold"), f": {entry.spec.doc}"))
     console.print(f"provided by {_provider(entry)}")

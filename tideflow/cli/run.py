@@ -17,6 +17,7 @@ from typing import Any
 import click
 from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
@@ -109,6 +110,7 @@ class _Dashboard:
     token: str | None
 
     def check(self) -> None:
+        # lazy: the dashboard is the optional `ui` extra (fastapi), heavy
         from tideflow.web import UnsafeBindError, check_bind
 
         try:
@@ -117,7 +119,7 @@ class _Dashboard:
             raise click.UsageError(str(exc)) from exc
 
     async def serve(self, store: Store, console: Console) -> None:
-        from tideflow.web import create_app, serve
+        from tideflow.web import create_app, serve  # lazy: the optional `ui` extra
 
         app = create_app(None, token=self.token, store=store)
         console.print(f"dashboard on http://{self.host}:{self.port}/")
@@ -126,8 +128,6 @@ class _Dashboard:
 
 def _configure_logging(console: Console, live: bool) -> None:
     if live:  # through the live view's console, so lines print above the view
-        from rich.logging import RichHandler
-
         handler: logging.Handler = RichHandler(console=console, show_path=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:

@@ -31,7 +31,7 @@ def serve_command(
     state_url: str | None, host: str, port: int, token: str | None, zone: str | None
 ) -> None:
     """Serve the dashboard: flows, runs, schedules, consumers, and /metrics for Prometheus."""
-    try:
+    try:  # lazy: the dashboard is the optional `ui` extra (uvicorn, fastapi), heavy
         import uvicorn
 
         from tideflow.runtime.store import StoreError

@@ -172,7 +172,7 @@ def lint_command(
         document = render_json(found, sources, max_per_file=max_errors)
         out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     elif output_format == "sarif":
-        from tideflow.plugins.manager import installed_plugins
+        from tideflow.plugins.manager import installed_plugins  # lazy: CLI start-up
 
         titles = {rule.code: rule.summary for rule in installed_plugins().lint_rules}
         log = render_sarif(shown_per_file(found, max_errors)[0], rule_titles=titles)

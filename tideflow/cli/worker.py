@@ -158,6 +158,7 @@ def _configuration_problem(message: str) -> NoReturn:
 def _run(flow: FlowIR, consumer: ConsumerNode, state_url: str | None, instance_id: str) -> int:
     """Set the instance up (every problem found here exits 1), run it, and return the
     exit status."""
+    # lazy: CLI start-up (what an instance runs is for this command only)
     from tideflow.plugins.api import BackendError
     from tideflow.plugins.manager import UnknownBackendError
     from tideflow.runtime import secrets
@@ -219,7 +220,7 @@ def _run(flow: FlowIR, consumer: ConsumerNode, state_url: str | None, instance_i
 
 
 def _open_store(url: str | None) -> Store:
-    from tideflow.runtime.store import Store, StoreError
+    from tideflow.runtime.store import Store, StoreError  # lazy: CLI start-up
 
     for attempt in range(1, STORE_OPEN_ATTEMPTS + 1):
         try:
@@ -263,7 +264,7 @@ def _die_with_parent() -> None:
     loop's thread, which lives as long as the orchestrator."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
+    import ctypes  # lazy: Linux only, and only here
 
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
