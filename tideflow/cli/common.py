@@ -251,6 +251,27 @@ def load_flow(file: str, *, warnings: bool = False, check_imports: bool = False)
     return result.ir
 
 
+def consumer_of(flow: FlowIR, name: str, *, file: str | None = None) -> ConsumerNode:
+    """The consumer called `name`; an unknown one is a usage problem that suggests a close
+    name or lists the flow's consumers (`file`, when given, says where the flow is)."""
+    # lazy: CLI start-up (the suggester loads the plugin API, tens of ms)
+    from tideflow.dsl.suggest import suggest
+
+    consumers = flow.consumers
+    found = consumers.get(name)
+    if found is not None:
+        return found
+    close = suggest(name, consumers)
+    if close:
+        hint = f"; {close}"
+    elif consumers:
+        hint = f" (consumers: {', '.join(sorted(consumers))})"
+    else:
+        hint = " (it has no consumers)"
+    where = f" ({file})" if file is not None else ""
+    raise UsageProblem(f'flow "{flow.info.name}"{where} has no consumer `{name}`{hint}')
+
+
 @functools.cache
 def _warn_plugin_problems(problems: tuple[str, ...]) -> None:
     stream = stderr_stream()
@@ -453,24 +474,3 @@ def job_schedule(job: JobNode) -> str:
 
 def _interval(seconds: float) -> str:
     return f"{seconds:g}s" if seconds < 120 else format_elapsed(seconds)
-
-
-def consumer_of(flow: FlowIR, name: str, *, file: str | None = None) -> ConsumerNode:
-    """The consumer called `name`; an unknown one is a usage problem that suggests a close
-    name or lists the flow's consumers (`file`, when given, says where the flow is)."""
-    # lazy: CLI start-up (the suggester loads the plugin API, tens of ms)
-    from tideflow.dsl.suggest import suggest
-
-    consumers = flow.consumers
-    found = consumers.get(name)
-    if found is not None:
-        return found
-    close = suggest(name, consumers)
-    if close:
-        hint = f"; {close}"
-    elif consumers:
-        hint = f" (consumers: {', '.join(sorted(consumers))})"
-    else:
-        hint = " (it has no consumers)"
-    where = f" ({file})" if file is not None else ""
-    raise UsageProblem(f'flow "{flow.info.name}"{where} has no consumer `{name}`{hint}')
