@@ -44,10 +44,12 @@ def process_start(pid: int) -> str | None:
 
 
 def alive(pid: int, start: str) -> bool:
+    """Whether the process `pid` that started at `start` still runs."""
     return process_start(pid) == start
 
 
 def parent_marker() -> str:
+    """This process as `PARENT_ENV` names it: "PID:START"."""
     return f"{os.getpid()}:{process_start(os.getpid()) or 0}"
 
 
