@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tideflow.plugins.local.protocol import ready_message
+from tideflow.plugins.api import ready_message
 from tideflow.runtime.model import RunStatus
 from tideflow.runtime.store import Store
 from tideflow.runtime.worker_pool import WORKER_MODULE, Worker

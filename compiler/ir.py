@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from tideflow.dsl.ast import Span
+from tideflow.plugins.api.backends import DEFAULT_DRAIN_TIMEOUT
 from tideflow.plugins.api.options import EnvRef as EnvRef  # re-exported: IR values
 from tideflow.plugins.api.options import SecretRef as SecretRef
 
@@ -139,7 +140,7 @@ class ScaleRule:
     max_step: int | None = None
     tolerance: float = 0.1
     fallback: int | None = None
-    drain_timeout: float = 30.0
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     options: Mapping[str, Any] = field(default_factory=dict)  # the backend's own options
 
 

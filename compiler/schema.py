@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tideflow.plugins.api import options as o
+from tideflow.plugins.api.backends import DEFAULT_DRAIN_TIMEOUT
 
 TRIGGER_RULES = ("all_success", "all_done", "one_failed", "one_success", "none_failed", "always")
 CATCH_UP_POLICIES = ("skip", "latest", "all")
@@ -149,7 +150,7 @@ SCALE = o.BlockSchema(
             "drain_timeout",
             o.DurationType(),
             "Time an instance gets to finish in-flight messages when stopped, before it is killed.",
-            default=30.0,
+            default=DEFAULT_DRAIN_TIMEOUT,
             example="30s",
         ),
     ),

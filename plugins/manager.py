@@ -70,6 +70,14 @@ DISABLED_PLUGINS_ENV = "TIDEFLOW_DISABLED_PLUGINS"
 
 BUILTIN_DISTRIBUTION = "tideflow"
 
+# The names users know from `tideflow plugins` and TIDEFLOW_DISABLED_PLUGINS, kept when
+# these modules became packages; any other built-in is named after its module.
+BUILTIN_NAMES: Mapping[str, str] = {
+    "tideflow.plugins.embedded": "embedded_broker",
+    "tideflow.plugins.kafka": "kafka_broker",
+    "tideflow.plugins.local": "local_scaler",
+}
+
 # kind -> (registration hook, interface)
 BACKEND_HOOKS: Mapping[str, tuple[str, type[Backend]]] = {
     "broker": ("tideflow_register_brokers", Broker),
@@ -252,7 +260,7 @@ def _builtin_candidates(modules: Sequence[str]) -> Iterator[_Candidate]:
     version = importlib.metadata.version(BUILTIN_DISTRIBUTION)
     for module in modules:
         yield _Candidate(
-            module.rpartition(".")[2],  # "embedded", as pytest names its own plugins
+            BUILTIN_NAMES.get(module, module.rpartition(".")[2]),
             module,
             functools.partial(importlib.import_module, module),
             BUILTIN_DISTRIBUTION,

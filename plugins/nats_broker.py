@@ -110,7 +110,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from . import builtin_options
-from .backends import (
+from .api import (
     SUBJECT_HEADER,
     BackendClosedError,
     BackendConfigError,
@@ -120,8 +120,8 @@ from .backends import (
     Broker,
     Message,
     OutgoingMessage,
+    hookimpl,
 )
-from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -130,7 +130,7 @@ if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
     from tideflow.compiler.ir import TopicNode
 
-    from .registry import BackendRegistry
+    from .api import BackendRegistry
 
 __all__ = [
     "KEY_HEADER",

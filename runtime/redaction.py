@@ -117,7 +117,8 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg!s} (arguments: {record.args!r})"
         record.msg = redactor(message)
         record.args = None
-        if record.exc_info is not None and record.exc_info[0] is not None:
+        # `exc_info=False` is a valid way to log without one: a bool, not a tuple
+        if record.exc_info and record.exc_info[0] is not None:
             if not record.exc_text:
                 record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
             # a handler that renders the exception itself (rich's tracebacks, with

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .abilities import ReportsAssignedPartitions, ReportsCrashLoops
 from .backends import (
+    DEFAULT_DRAIN_TIMEOUT,
     Backend,
     BackendContext,
     Broker,
@@ -24,6 +25,7 @@ from .backends import (
     Scaler,
     backend_summary,
     check_backend_class,
+    ready_message,
 )
 from .errors import BackendClosedError, BackendConfigError, BackendError, UnknownTopicError
 from .hooks import PROJECT_NAME, hookimpl
@@ -63,6 +65,7 @@ from .options import (
 from .registry import BackendRegistry, LintRuleRegistry, RegistrationError
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "PROJECT_NAME",
     "SUBJECT_HEADER",
     "Backend",
@@ -110,4 +113,5 @@ __all__ = [
     "backend_summary",
     "check_backend_class",
     "hookimpl",
+    "ready_message",
 ]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, final
 
 from .errors import BackendConfigError, UnknownTopicError
 from .messages import BacklogFailure, BacklogReading, Message, NotifyEvent, OutgoingMessage
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, TopicNode
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "Backend",
     "BackendContext",
     "Broker",
@@ -45,6 +46,7 @@ __all__ = [
     "Scaler",
     "backend_summary",
     "check_backend_class",
+    "ready_message",
 ]
 
 BACKEND_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
@@ -255,6 +257,19 @@ class Broker(Backend):
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return BacklogFailure(topic, group, error, datetime.now(UTC))
+
+
+#: How long a stopped instance of a consumer without a `scale` block gets to drain
+#: before it is killed (the default of `scale { drain_timeout }`): a scaler's budget
+#: and the instance's own.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+
+
+def ready_message(instance_id: str) -> str:
+    """What the line an instance logs once it consumes contains ("consumer C:
+    instance ID started (...)"): a scaler that starts processes watches their
+    output for it."""
+    return f"instance {instance_id} started"
 
 
 class Scaler(Backend):

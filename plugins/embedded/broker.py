@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 from tideflow.plugins import builtin_options
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendConfigError,
     BackendContext,
@@ -58,8 +58,8 @@ from tideflow.plugins.backends import (
     Broker,
     Message,
     OutgoingMessage,
+    hookimpl,
 )
-from tideflow.plugins.hookspecs import hookimpl
 
 from . import claims, storage
 from . import groups as consumer_groups
@@ -67,7 +67,7 @@ from .claims import Claimant
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import TopicNode
-    from tideflow.plugins.registry import BackendRegistry
+    from tideflow.plugins.api import BackendRegistry
 
 __all__ = ["CLEANUP_INTERVAL", "EmbeddedBroker", "tideflow_register_brokers"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, cast, final
 
-from tideflow.plugins.backends import BackendError, Message
+from tideflow.plugins.api import BackendError, Message
 
 from . import groups, storage
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from tideflow.plugins.backends import BacklogReading
+from tideflow.plugins.api import BacklogReading
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import TopicNode

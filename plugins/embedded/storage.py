@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from tideflow.plugins.backends import BackendError, OutgoingMessage
+from tideflow.plugins.api import BackendError, OutgoingMessage
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import TopicNode

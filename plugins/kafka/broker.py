@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from tideflow.plugins import builtin_options
-from tideflow.plugins.backends import (
+from tideflow.plugins.api import (
     BackendClosedError,
     BackendContext,
     BackendError,
@@ -20,8 +20,8 @@ from tideflow.plugins.backends import (
     Broker,
     Message,
     OutgoingMessage,
+    hookimpl,
 )
-from tideflow.plugins.hookspecs import hookimpl
 
 from .client import GRACE, bounded, client_library, describe, error_name, ms
 from .config import ClientSettings
@@ -32,7 +32,7 @@ from .producer import Batch, Publisher
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import TopicNode
-    from tideflow.plugins.registry import BackendRegistry
+    from tideflow.plugins.api import BackendRegistry
 
 __all__ = ["KafkaBroker", "tideflow_register_brokers"]
 

@@ -11,7 +11,7 @@ import logging
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
-from tideflow.plugins.backends import BackendConfigError, BackendError
+from tideflow.plugins.api import BackendConfigError, BackendError
 
 __all__ = ["GRACE", "LIBRDKAFKA_LOG", "bounded", "client_library", "describe", "error_name", "ms"]
 

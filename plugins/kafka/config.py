@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, final
 
-from tideflow.plugins.backends import BackendConfigError
+from tideflow.plugins.api import BackendConfigError
 
 from .client import LIBRDKAFKA_LOG, ms
 

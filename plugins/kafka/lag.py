@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, final
 
-from tideflow.plugins.backends import BackendError, BacklogReading
+from tideflow.plugins.api import BackendError, BacklogReading
 
 from .client import GRACE, bounded, describe
 

@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType, ModuleType
 from typing import Any, Final, cast, final
 
-from tideflow.plugins.backends import BackendError, Message
+from tideflow.plugins.api import BackendError, Message
 
 from .client import GRACE, describe
 from .config import ClientSettings

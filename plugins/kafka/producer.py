@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final, final
 
-from tideflow.plugins.backends import BackendError, OutgoingMessage
+from tideflow.plugins.api import BackendError, OutgoingMessage
 
 from .client import GRACE, describe
 

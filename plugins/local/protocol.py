@@ -4,18 +4,15 @@ The scaler starts `python -m tideflow worker FILE CONSUMER ...` with two variabl
 in its environment, which `tideflow worker` reads: `LIFELINE_ENV`, so that the
 instance notices when the scaler's process is gone, and `PARENT_ENV`, so that a
 later scaler can tell a leftover from an instance of a live orchestrator. The
-instance tells it consumes with a log line holding `ready_message(instance_id)`.
+instance tells it consumes with a log line holding
+`tideflow.plugins.api.ready_message(instance_id)`.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "LIFELINE_ENV", "PARENT_ENV", "ready_message"]
-
-#: Drain budget of a consumer without a `scale` block (ScaleRule's default, which an
-#: instance uses too): how long a stopped instance gets before SIGKILL.
-DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+__all__ = ["LIFELINE_ENV", "PARENT_ENV"]
 
 #: Set by the `local` scaler in an instance's environment: the number of an
 #: inherited file descriptor, the read end of a pipe whose write end only the
@@ -26,10 +23,3 @@ LIFELINE_ENV: Final = "TIDEFLOW_WORKER_LIFELINE"
 #: instance (START is field 22 of /proc/PID/stat), so that a later scaler can tell
 #: a leftover whose parent is gone from an instance of a live orchestrator.
 PARENT_ENV: Final = "TIDEFLOW_WORKER_PARENT"
-
-
-def ready_message(instance_id: str) -> str:
-    """What the line an instance logs once it consumes contains ("consumer C:
-    instance ID started (...)", logged by `ConsumerInstance.run`): the scaler
-    watches its instances' output for it."""
-    return f"instance {instance_id} started"

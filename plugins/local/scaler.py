@@ -62,15 +62,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from tideflow.plugins import builtin_options
 from tideflow.plugins.api import (
+    DEFAULT_DRAIN_TIMEOUT,
     BackendClosedError,
     BackendConfigError,
     BackendContext,
     Scaler,
     hookimpl,
+    ready_message,
 )
 
 from .process import Leftover, alive, describe_exit, find_leftovers, kill_group, parent_marker
-from .protocol import DEFAULT_DRAIN_TIMEOUT, LIFELINE_ENV, PARENT_ENV, ready_message
+from .protocol import LIFELINE_ENV, PARENT_ENV
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode

@@ -55,11 +55,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from tideflow.plugins.api import (
+    DEFAULT_DRAIN_TIMEOUT,
     BackendClosedError,
     Broker,
     Message,
     OutgoingMessage,
     ReportsAssignedPartitions,
+    ready_message,
 )
 from tideflow.runtime.backends import open_topic_broker
 from tideflow.runtime.model import ConsumerLogLine, DeadLetterRow, InstanceStats, InstanceStatus
@@ -72,12 +74,10 @@ if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR
     from tideflow.runtime.store import Store
 
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "ConsumerInstance", "Outcome", "nack_delay"]
+__all__ = ["ConsumerInstance", "Outcome", "nack_delay"]
 
 log = logging.getLogger("tideflow.consumer")
 
-#: Drain budget of a consumer without a `scale` block (ScaleRule's default).
-DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 #: Seconds between two heartbeats written to the state store.
 HEARTBEAT_INTERVAL: Final = 1.0
 #: Longest one `consume` call waits: a stop request is noticed within this.
@@ -308,12 +308,11 @@ class ConsumerInstance:
             self.status = InstanceStatus.RUNNING
             background.append(asyncio.create_task(self._heartbeats(), name="tideflow-heartbeat"))
             background.append(asyncio.create_task(self._settle_loop(), name="tideflow-settle"))
-            # "instance ID started": the local scaler watches an instance's output for
-            # it (`tideflow.plugins.local.protocol.ready_message`)
+            # a scaler that starts processes watches their output for `ready_message`
             log.info(
-                "consumer %s: instance %s started (flow %s, pid %d): topic %s, group %s",
+                "consumer %s: %s (flow %s, pid %d): topic %s, group %s",
                 self.consumer.name,
-                self.instance_id,
+                ready_message(self.instance_id),
                 self.flow.info.name,
                 os.getpid(),
                 self.consumer.consumes,

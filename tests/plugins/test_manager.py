@@ -598,3 +598,24 @@ def test_defaults_are_loaded_once_per_process(
         assert len(calls) == 1
     finally:
         installed_plugins.cache_clear()
+
+
+def test_built_ins_keep_the_names_users_disable_them_by() -> None:
+    """The modules became packages (tideflow.plugins.kafka, ...); the plugin names that
+    `tideflow plugins` shows and TIDEFLOW_DISABLED_PLUGINS takes did not change."""
+    plugins = load_plugins(default_plugins=DEFAULT_PLUGINS, entry_points=(), environ={})
+    assert sorted(info.name for info in plugins.plugins) == [
+        "embedded_broker",
+        "kafka_broker",
+        "kubernetes_scaler",
+        "local_scaler",
+        "nats_broker",
+        "notifiers",
+    ]
+    disabled = load_plugins(
+        default_plugins=DEFAULT_PLUGINS,
+        entry_points=(),
+        environ={"TIDEFLOW_DISABLED_PLUGINS": "kafka_broker,local_scaler"},
+    )
+    assert "kafka" not in disabled.names("broker")
+    assert "local" not in disabled.names("scaler")

@@ -58,6 +58,17 @@ def test_arguments_exception_and_stack_are_redacted(
     assert "failed with {'token': '[secret]'}" in text
 
 
+def test_a_record_that_says_it_has_no_exception_passes(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """`exc_info=False` (the consumer's crash log passes it) is a bool, not a tuple."""
+    logger, stream = captured
+    secret = fresh_secret()
+    redaction.remember([secret])
+    logger.error("crashed with %s", secret, exc_info=False)
+    assert stream.getvalue() == f"ERROR {logger.name}: crashed with [secret]\n"
+
+
 def test_url_encoded_forms_are_redacted(captured: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = captured
     secret = f"p@ss word/{uuid.uuid4().hex}"
