@@ -27,11 +27,11 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-if TYPE_CHECKING:
-    from tideflow.compiler.ir import FlowIR
-    from tideflow.plugins.api import Broker, OutgoingMessage
+from tideflow.compiler.ir import EdgeKind, FlowIR
+from tideflow.compiler.irjson import from_json, to_json
+from tideflow.plugins.api import SUBJECT_HEADER, Broker, OutgoingMessage
 
 DEFAULT_PUBLISHER_FACTORY: Final = "tideflow.runtime.context:make_publisher"
 FLUSH_EVERY: Final = 1000  # messages buffered per topic before a flush is forced
@@ -89,8 +89,6 @@ def message_headers(
             )
         chosen[name] = value
     if subject is not None:
-        from tideflow.plugins.api import SUBJECT_HEADER
-
         if not isinstance(subject, str) or not subject:
             raise TypeError(f"`subject` is a non-empty string, got {subject!r}")
         chosen[SUBJECT_HEADER] = subject
@@ -211,9 +209,6 @@ def publishing_ir_json(flow: FlowIR, topic: str) -> str:
     """IR JSON (`compiler.irjson`) of the part of `flow` a publisher to `topic` needs:
     the flow's info, the topic and its broker. Small, so it can travel with each
     attempt; `env()`/`secret()` stay references."""
-    from tideflow.compiler.ir import EdgeKind, FlowIR
-    from tideflow.compiler.irjson import to_json
-
     record = flow.topics[topic]
     part = FlowIR(flow.info)
     part.connect(part.add(record), part.add(flow.brokers[record.broker]), EdgeKind.USES_BROKER)
@@ -223,8 +218,7 @@ def publishing_ir_json(flow: FlowIR, topic: str) -> str:
 def make_publisher(flow_ir_json: str, topic: str) -> Publisher:
     """The default factory: the broker plugin named by the topic's broker block, with
     its `env()`/`secret()` options read from this process's environment."""
-    from tideflow.compiler.irjson import from_json
-
+    # lazy: loading the plugins costs a job worker memory; only publishing jobs need them
     from .backends import open_topic_broker
 
     flow = from_json(json.loads(flow_ir_json))
@@ -250,8 +244,6 @@ class BrokerPublisher:
     def publish(
         self, topic: str, value: bytes, key: bytes | None, headers: Mapping[str, str] | None = None
     ) -> None:
-        from tideflow.plugins.api import OutgoingMessage
-
         batch = self._pending.setdefault(topic, [])
         batch.append(OutgoingMessage(value, key, headers or {}))
         if len(batch) >= FLUSH_EVERY:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Final, Self
 
 from tideflow.plugins.api import Broker, Message, OutgoingMessage
 
+from .backends import open_topic_broker
 from .consumer.dead_letter import HEADER_PREFIX, dead_letter_group
 
 if TYPE_CHECKING:
@@ -193,8 +194,6 @@ class DeadLetterTopic:
         self._mine: dict[tuple[int, str], DeadLetter] = {}
 
     def _open_topic_broker(self, topic: str) -> Broker:
-        from .backends import open_topic_broker
-
         return open_topic_broker(self.flow, topic)
 
     @property

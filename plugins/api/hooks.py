@@ -14,8 +14,10 @@ same name marked with `hookimpl`, in the module your distribution names in its
         registry.register(RedisBroker)
 
 The markers write the options pluggy reads (the `tideflow_spec` and
-`tideflow_impl` attributes, pluggy's `HookspecOpts` and `HookimplOpts`), so this
-module does not import pluggy: only the plugin manager, which loads plugins, does.
+`tideflow_impl` attributes, typed as pluggy's public `HookspecOpts` and
+`HookimplOpts`, and compared with what pluggy's own markers write by
+tests/plugins/test_api.py), so this module does not import pluggy: the IR and a
+job worker import the API, and only the plugin manager needs pluggy.
 `docs/plugins.md` documents each hook; a test fails when one lacks a docs entry
 or a test.
 """
@@ -26,6 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 if TYPE_CHECKING:
+    from pluggy import HookimplOpts, HookspecOpts
+
     from .backends import Broker, Notifier, Scaler
     from .registry import BackendRegistry, LintRuleRegistry
 
@@ -45,11 +49,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def hookspec(function: F) -> F:
     """Mark `function` as the specification of a tideflow hook."""
-    setattr(
-        function,
-        f"{PROJECT_NAME}_spec",
-        {"firstresult": False, "historic": False, "warn_on_impl": None, "warn_on_impl_args": None},
-    )
+    opts: HookspecOpts = {
+        "firstresult": False,
+        "historic": False,
+        "warn_on_impl": None,
+        "warn_on_impl_args": None,
+    }
+    setattr(function, f"{PROJECT_NAME}_spec", opts)
     return function
 
 
@@ -70,18 +76,15 @@ def hookimpl(
     or `@hookimpl(tryfirst=True)` to run before (`trylast`: after) other plugins."""
 
     def mark(func: F) -> F:
-        setattr(
-            func,
-            f"{PROJECT_NAME}_impl",
-            {
-                "wrapper": False,
-                "hookwrapper": False,
-                "optionalhook": False,
-                "tryfirst": tryfirst,
-                "trylast": trylast,
-                "specname": None,
-            },
-        )
+        opts: HookimplOpts = {
+            "wrapper": False,
+            "hookwrapper": False,
+            "optionalhook": False,
+            "tryfirst": tryfirst,
+            "trylast": trylast,
+            "specname": None,
+        }
+        setattr(func, f"{PROJECT_NAME}_impl", opts)
         return func
 
     return mark if function is None else mark(function)

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+import pluggy
 import pytest
 import reference_backends as rb
 from tideflow.compiler.ir import ConsumerNode
 from tideflow.plugins import api
-from tideflow.plugins.api import ReportsAssignedPartitions, ReportsCrashLoops
+from tideflow.plugins.api import ReportsAssignedPartitions, ReportsCrashLoops, hooks
 
 
 def test_every_public_name_is_exported() -> None:
@@ -99,3 +100,19 @@ def test_abilities_are_told_by_isinstance() -> None:
     assert not isinstance(rb.MemoryBroker(namespace), ReportsAssignedPartitions)
     assert isinstance(_CrashReportingScaler({}, consumer), ReportsCrashLoops)
     assert not isinstance(rb.MemoryScaler({}, consumer), ReportsCrashLoops)
+
+
+def test_the_markers_write_what_pluggys_own_markers_write() -> None:
+    """The API marks hooks without importing pluggy; pluggy reads what it wrote."""
+
+    def ours() -> None: ...
+
+    def theirs() -> None: ...
+
+    for options in ({}, {"tryfirst": True}, {"trylast": True}):
+        hooks.hookimpl(**options)(ours)
+        pluggy.HookimplMarker("tideflow")(**options)(theirs)
+        assert ours.tideflow_impl == theirs.tideflow_impl  # type: ignore[attr-defined]
+    hooks.hookspec(ours)
+    pluggy.HookspecMarker("tideflow")(theirs)
+    assert ours.tideflow_spec == theirs.tideflow_spec  # type: ignore[attr-defined]
