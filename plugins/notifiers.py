@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import builtin_options
 from .api import BackendError, BackendRegistry, Notifier, NotifyEvent, hookimpl
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["CommandNotifier", "WebhookNotifier", "tideflow_register_notifiers"]
 
@@ -33,6 +34,10 @@ class WebhookNotifier(Notifier):
         self._client: httpx.AsyncClient | None = None
 
     async def send(self, event: NotifyEvent) -> None:
+        # lazy: httpx costs every process that loads the plugins (consumer instances
+        # among them) 3 MB; only a process that sends a webhook needs it
+        import httpx
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=float(self.config["timeout"]))
         headers = {"User-Agent": USER_AGENT, **dict(self.config.get("headers") or {})}

@@ -1,4 +1,4 @@
-"""`tideflow.plots`: the picture `tideflow simulate --plot` draws, with matplotlib."""
+"""`tideflow.cli.plots`: the picture `tideflow simulate --plot` draws, with matplotlib."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tideflow.runtime.simulate import (
     parse_profile,
 )
 
-from tideflow.plots import PlotUnavailableError, render_plot
+from tideflow.cli.plots import PlotUnavailableError, render_plot
 
 RULE = ScaleRule(max=10, lag_per_instance=100, poll=2.0, cooldown=60.0)
 

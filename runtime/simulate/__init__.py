@@ -5,7 +5,7 @@ bursts, read from their compact form, JSON or CSV), `queue_model` (the fluid
 queue on a virtual clock that a policy drives), `policies` (tideflow's
 `decide()` and KEDA's defaults) and `comparison` (both policies on the same
 load, their figures and time series). Drawing the comparison is the CLI's
-business (`tideflow.plots`), so the runtime never loads matplotlib.
+business (`tideflow.cli.plots`), so the runtime never loads matplotlib.
 """
 
 from __future__ import annotations

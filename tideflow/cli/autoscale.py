@@ -30,7 +30,7 @@ from tideflow.cli.common import (
     when,
     write_output,
 )
-from tideflow.plots import render_plot
+from tideflow.cli.plots import render_plot
 
 if TYPE_CHECKING:
     from tideflow.compiler.ir import ConsumerNode, FlowIR, ScaleRule
