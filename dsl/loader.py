@@ -64,11 +64,17 @@ def load_flow(
 
 
 def load_source(
-    text: str, path: str = "<string>", *, include_root: str | os.PathLike[str] | None = None
+    text: str,
+    path: str = "<string>",
+    *,
+    include_root: str | os.PathLike[str] | None = None,
+    overlay: Mapping[str, str] | None = None,
 ) -> LoadedFlow:
     """Parse `text` as the root file `path`; its includes are read from `path`'s folder
-    and must lie inside `include_root` (default: that folder)."""
+    and must lie inside `include_root` (default: that folder). `overlay` maps absolute,
+    normalised paths to texts read instead of those files (an editor's unsaved ones)."""
     loader = _Loader(_root_folder(path, include_root), _root_shown(path, include_root))
+    loader.overlay = overlay or {}
     loader.enter(path, text)
     return loader.result(path)
 
@@ -108,6 +114,7 @@ class _Loader:
         self.complete = True
         self._seen: set[str] = set()  # real paths of files already read
         self._chain: list[tuple[str, str]] = []  # (real path, shown path) of open includes
+        self.overlay: Mapping[str, str] = {}  # absolute path -> text used instead of the disk
 
     def result(self, root: str) -> LoadedFlow:
         return LoadedFlow(
@@ -194,6 +201,10 @@ class _Loader:
                     "(or set TIDEFLOW_INCLUDE_ROOT)",
                 )
             )
+            return
+        unsaved = self.overlay.get(os.path.normpath(Path(shown).absolute()))
+        if unsaved is not None:
+            self.enter(shown, unsaved)
             return
         try:
             data = Path(shown).read_bytes()
