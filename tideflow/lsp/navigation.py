@@ -1,0 +1,174 @@
+"""Go to definition and find references, across the files of a flow.
+
+The symbol under the cursor is a declaration's label (`job "extract"`) or a
+reference (`job.extract`, `flow.billing.job.close`), as the document's
+`SymbolIndex` knows them. The index spans every file of the flows that hold the
+document: the files it includes and the known files that include it (open, or
+found in the workspace folders), so a definition or a reference may lie in
+another file.
+
+- Definition: from a reference to the label string of the block it names (every
+  one, when a name is declared twice); from a label to itself. A job of another
+  flow (`flow.X.job.Y`) has no declaration here: nothing is returned.
+- References: every reference to the declaration or reference under the cursor,
+  with the declaration's label first when the client asks for it
+  (`includeDeclaration`).
+
+`Locator` turns a span of any file of the flow into an LSP `Location`; rename
+(tideflow.lsp.rename) uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, final
+
+from lsprotocol import types as lsp
+from pygls.uris import from_fs_path
+
+from tideflow.dsl import ast
+
+from .index import Analysis, Declaration, Reference
+from .positions import LineIndex
+from .workspace import normal_path
+
+if TYPE_CHECKING:
+    from .server import TideflowServer
+
+__all__ = [
+    "Locator",
+    "Symbol",
+    "declarations_for",
+    "references_for",
+    "register",
+    "symbol_at",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """What a declaration or reference stands for: the `kind` and `name` of a block,
+    and `flow` when it is a job of another flow (`flow.X.job.Y`)."""
+
+    kind: str
+    name: str
+    flow: str | None = None
+
+
+def _symbol_of(found: Declaration | Reference) -> Symbol:
+    if isinstance(found, Reference):
+        return Symbol(found.kind, found.name, found.flow)
+    return Symbol(found.kind, found.name)
+
+
+def symbol_at(analysis: Analysis, offset: int) -> tuple[Symbol, Declaration | Reference] | None:
+    """The symbol whose label or reference holds character `offset` of the document,
+    and the declaration or reference it was found in; None elsewhere, and when the
+    document's tree is not its text's (its spans would point at other characters)."""
+    if analysis.flow is None or analysis.flow.source != analysis.text:
+        return None
+    found = analysis.symbols.at(analysis.path, offset)
+    if found is None:
+        return None
+    return _symbol_of(found), found
+
+
+def declarations_for(analysis: Analysis, symbol: Symbol) -> tuple[Declaration, ...]:
+    """The declarations of `symbol` in the document's flows (none for another flow's)."""
+    if symbol.flow is not None:
+        return ()
+    return analysis.symbols.declarations_of(symbol.kind, symbol.name)
+
+
+def references_for(analysis: Analysis, symbol: Symbol) -> tuple[Reference, ...]:
+    """Every reference to `symbol` in the document's flows, in file order."""
+    if symbol.flow is None:
+        return analysis.symbols.references_to(symbol.kind, symbol.name)
+    return tuple(
+        r
+        for r in analysis.symbols.references
+        if r.flow == symbol.flow and r.kind == symbol.kind and r.name == symbol.name
+    )
+
+
+@final
+class Locator:
+    """Spans of the files of one analysis as LSP locations: each file's URI (the
+    client's own for an open document) and its text's line index, built once."""
+
+    def __init__(self, server: TideflowServer, analysis: Analysis) -> None:
+        self._server = server
+        self._analysis = analysis
+        self._lines: dict[str, LineIndex | None] = {normal_path(analysis.path): analysis.lines}
+
+    def uri(self, path: str) -> str:
+        """The URI of the file at `path`."""
+        if normal_path(path) == normal_path(self._analysis.path):
+            return self._analysis.uri
+        document = self._server.flows.documents.get(normal_path(path))
+        if document is not None:
+            return document.uri
+        return from_fs_path(path) or path
+
+    def lines(self, path: str) -> LineIndex | None:
+        """The line index of the text the analysis read for `path` (None: unreadable)."""
+        key = normal_path(path)
+        if key not in self._lines:
+            text = self._analysis.sources.get(path)
+            if text is None:
+                text = self._server.flows.text_of(path)
+            encoding = self._analysis.lines.encoding
+            self._lines[key] = None if text is None else LineIndex(text, encoding)
+        return self._lines[key]
+
+    def range(self, span: ast.Span) -> lsp.Range | None:
+        """The LSP range of `span` in its file."""
+        lines = self.lines(span.path)
+        return None if lines is None else lines.range(span)
+
+    def location(self, span: ast.Span) -> lsp.Location | None:
+        """The LSP location of `span`."""
+        found = self.range(span)
+        return None if found is None else lsp.Location(uri=self.uri(span.path), range=found)
+
+
+def label_span(declaration: Declaration) -> ast.Span:
+    """A declaration's label as written, quotes included (where a definition points)."""
+    label = declaration.block.label
+    return label.span if label is not None else declaration.name_span
+
+
+def _locations(locator: Locator, spans: list[ast.Span]) -> list[lsp.Location]:
+    found = (locator.location(span) for span in spans)
+    return [location for location in found if location is not None]
+
+
+def register(server: TideflowServer) -> None:
+    """Add the definition and references handlers to `server`."""
+
+    @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
+    def definition(params: lsp.DefinitionParams) -> list[lsp.Location] | None:
+        analysis = server.analysis(params.text_document.uri)
+        if analysis is None:
+            return None
+        hit = symbol_at(analysis, analysis.lines.offset(params.position))
+        if hit is None:
+            return None
+        symbol, found = hit
+        targets = (found,) if isinstance(found, Declaration) else declarations_for(analysis, symbol)
+        return _locations(Locator(server, analysis), [label_span(d) for d in targets]) or None
+
+    @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
+    def references(params: lsp.ReferenceParams) -> list[lsp.Location] | None:
+        analysis = server.analysis(params.text_document.uri)
+        if analysis is None:
+            return None
+        hit = symbol_at(analysis, analysis.lines.offset(params.position))
+        if hit is None:
+            return None
+        symbol, _ = hit
+        spans: list[ast.Span] = []
+        if params.context.include_declaration:
+            spans.extend(label_span(d) for d in declarations_for(analysis, symbol))
+        spans.extend(r.span for r in references_for(analysis, symbol))
+        return _locations(Locator(server, analysis), spans)
