@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Plugins that live in this repository as separate distributions.
 LOCAL_PLUGINS := $(wildcard examples/plugins/*/pyproject.toml)
 
-.PHONY: demo test lint typecheck unit sysdeps bench fuzz clean
+.PHONY: demo test lint typecheck unit editor sysdeps bench fuzz clean
 
 # Runs examples/quickstart.flow on the embedded broker until Ctrl-C (or for DEMO_FOR,
 # e.g. `make demo DEMO_FOR=60s`). Watch it from another terminal with
@@ -20,7 +20,7 @@ demo: $(STAMP)
 	@echo "drew out/quickstart.svg; running the flow (Ctrl-C to stop)"
 	$(VENV)/bin/tideflow run examples/quickstart.flow $(if $(DEMO_FOR),--duration $(DEMO_FOR))
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck unit editor
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -36,6 +36,22 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -W error
+
+# The VS Code extension (editors/vscode): its client compiles, and its grammar
+# tokenizes the fixtures and every example flow as committed. Needs npm (and
+# nothing of the .venv); `npm ci` runs only when package-lock.json is newer than
+# the last install. Without npm, one line says that the tests were skipped.
+EDITOR_DIR := editors/vscode
+editor:
+	@if command -v npm >/dev/null 2>&1; then \
+	  set -e; cd $(EDITOR_DIR); \
+	  if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then \
+	    npm ci --no-audit --no-fund; \
+	  fi; \
+	  npm test; \
+	else \
+	  echo "SKIPPED the VS Code extension's grammar tests ($(EDITOR_DIR)): npm is not installed"; \
+	fi
 
 # Each prints its figures beside a baseline measured in the same run.
 bench: $(STAMP)
@@ -76,3 +92,4 @@ $(STAMP): pyproject.toml $(LOCAL_PLUGINS) | sysdeps
 
 clean:
 	rm -rf $(VENV) .typecheck out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(EDITOR_DIR)/node_modules $(EDITOR_DIR)/out
