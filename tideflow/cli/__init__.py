@@ -7,7 +7,7 @@ which prints one line and a hint to report it (the traceback with TIDEFLOW_DEBUG
 
 Each command family has its own module (`source`: compile, lint, graph, fmt; `run`;
 `history`: runs, logs, flow-runs, status; `requests`: trigger, cancel, requests;
-`upcoming`; `worker`; `autoscale`: simulate, explain; `dlq`; `plugins`; `serve`),
+`upcoming`; `worker`; `autoscale`: simulate, explain; `dlq`; `plugins`; `serve`; `lsp`),
 sharing `common`. `LAZY_COMMANDS` names them: a module is imported only when one of
 its commands runs, which keeps `tideflow lint` fast.
 """
@@ -50,6 +50,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "dlq": "tideflow.cli.dlq:dlq_command",
     "plugins": "tideflow.cli.plugins:plugins_command",
     "serve": "tideflow.cli.serve:serve_command",
+    "lsp": "tideflow.cli.lsp:lsp_command",
 }
 """Every command, by the module that defines it, loaded on first use."""
 

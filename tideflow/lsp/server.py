@@ -9,6 +9,7 @@ module of `FEATURE_MODULES` that exists. A handler gets the document's current
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ class TideflowServer(LanguageServer):
             text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental,
         )
         self.debounce = debounce
+        self.pending: dict[str, asyncio.Future[None]] = {}  # uri -> diagnostics to publish
+        self.published: dict[str, set[str]] = {}  # uri -> the uris its flows published to
         self.flows = Workspace(
             catalog=_catalog,
             rules=_rules,

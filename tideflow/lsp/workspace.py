@@ -136,6 +136,12 @@ class Workspace:
     def document_by_uri(self, uri: str) -> Document | None:
         return next((d for d in self.documents.values() if d.uri == uri), None)
 
+    def invalidate(self) -> None:
+        """Files on disk changed: compile everything anew (the include graph too)."""
+        self._includes.clear()
+        self._scanned = False
+        self._changed()
+
     def _changed(self) -> None:
         self.generation += 1
         self._roots.clear()
@@ -293,8 +299,8 @@ class Workspace:
         diagnostics: list[Diagnostic] = []
         for root in compiled:
             sources.update(root.result.sources)
-            for flow in root.result.files:
-                files.setdefault(normal_path(flow.path), flow)
+            for parsed in root.result.files:
+                files.setdefault(normal_path(parsed.path), parsed)
             for diagnostic in root.result.diagnostics:
                 where = root.root if diagnostic.span is None else diagnostic.span.path
                 if normal_path(where) == document.path and diagnostic not in diagnostics:
