@@ -7,14 +7,16 @@ json` puts them in `detail`. A "did you mean" is also kept, as the text that wou
 replace the diagnostic's span, in the LSP diagnostic's `data` (`{"replacement":
 ...}`), for the quick fix (tideflow.lsp.actions).
 
-Compiling waits `server.debounce` seconds after the last change of a document, so
-that a burst of keystrokes compiles once.
+Debounced: the first change after a pause is compiled at once; a change that
+follows another within `server.debounce` seconds waits that long for the next, so
+that a burst of keystrokes compiles once, after its last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -166,8 +168,14 @@ def register(server: TideflowServer) -> None:
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: TideflowServer, params: lsp.DidChangeTextDocumentParams) -> None:
-        ls.sync_document(params.text_document.uri)
-        schedule(ls, params.text_document.uri, ls.debounce)
+        uri = params.text_document.uri
+        ls.sync_document(uri)
+        # the first change after a pause compiles at once; those that follow it
+        # closely (a burst of keystrokes) wait for the burst to end
+        now = time.monotonic()
+        typing = now - ls.last_change.get(uri, -ls.debounce) < ls.debounce
+        ls.last_change[uri] = now
+        schedule(ls, uri, ls.debounce if typing or uri in ls.pending else 0)
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def files_changed(ls: TideflowServer, params: lsp.DidChangeWatchedFilesParams) -> None:
