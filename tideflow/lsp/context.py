@@ -124,7 +124,18 @@ def _shifted(tok: Token, by: int) -> Token:
 class _Frame:
     """A bracket being scanned: the file, a block body, a map, a list or a call."""
 
-    __slots__ = ("attr", "attributes", "key", "kind", "label", "name", "pending_label", "state")
+    __slots__ = (
+        "attr",
+        "attributes",
+        "key",
+        "keyword",
+        "kind",
+        "label",
+        "name",
+        "pending_label",
+        "state",
+        "word_of",
+    )
 
     def __init__(
         self, kind: str, name: str, label: str | None = None, attr: str | None = None
@@ -138,6 +149,8 @@ class _Frame:
         self.state = "value" if kind in ("list", "call") else "start"
         self.key: str | None = None  # the name, map key or bare word just read
         self.pending_label: str | None = None  # a label read after a block name
+        self.word_of: str | None = None  # the attribute a bare word is the value of
+        self.keyword: str | None = None  # calls: the keyword argument being given
 
 
 def _unquote(raw: str) -> str:
@@ -173,7 +186,7 @@ class _Scanner:
         frame.state = "start"
         if state == "word":  # after `name = word`: a function call, or the next item
             if kind == "LPAR":
-                self.stack.append(_Frame("call", frame.key or "", attr=frame.pending_label))
+                self.stack.append(_Frame("call", frame.key or "", attr=frame.word_of))
                 return
             state = "start"
         if state == "start":
@@ -208,7 +221,7 @@ class _Scanner:
             elif kind == "NAME":
                 frame.attributes[name] = tok.value
                 frame.key = tok.value
-                frame.pending_label = name  # the attribute a call would be the value of
+                frame.word_of = name  # `name = cron(`: the call is the value of `name`
                 frame.state = "word"
             elif kind == "LBRACE":
                 self.stack.append(_Frame("map", name))
@@ -226,7 +239,7 @@ class _Scanner:
                 return
             if kind == "EQUAL" and frame.kind == "call":
                 frame.state = "keyword"
-                frame.label = frame.key  # the keyword argument being given
+                frame.keyword = frame.key
                 return
         if kind == "NAME":
             frame.key = tok.value
@@ -239,7 +252,7 @@ class _Scanner:
             self._pop()
         elif kind == "COMMA":
             frame.state = "value"
-            frame.label = None
+            frame.keyword = None
         elif kind == "RBRACE":  # a list or call left open inside a block: close up to it
             self._pop()
             self.feed(tok)
@@ -302,7 +315,7 @@ def cursor_context(text: str, offset: int) -> CursorContext:
         _blocks(frames),
         attribute=attribute,
         function=frame.name if in_call else None,
-        keyword=frame.label if in_call and frame.state == "keyword" else None,
+        keyword=frame.keyword if in_call and frame.state == "keyword" else None,
         qualifier=qualifier,
         prefix=prefix,
         start=start,
@@ -357,7 +370,7 @@ def _in_string(scanner: _Scanner, toks: list[Token], text: str, offset: int) -> 
         _blocks(scanner.stack),
         attribute=attribute,
         function=frame.name if in_call else None,
-        keyword=frame.label if in_call and frame.state == "keyword" else None,
+        keyword=frame.keyword if in_call and frame.state == "keyword" else None,
         prefix=text[value_start:offset],
         start=value_start,
         end=close if on_line else offset,
