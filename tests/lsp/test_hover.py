@@ -112,3 +112,10 @@ async def test_a_cron_schedule_around_the_spring_gap_in_lisbon(editor: Editor) -
     ]
     assert "**gap** on 2027-03-28" in text
     assert "**overlap** on 2027-10-31" in text
+
+
+async def test_hover_works_in_the_blocks_that_parse(editor: Editor) -> None:
+    # the user is typing a new job at the end: the file does not parse
+    uri = editor.open("typing.flow", FLOW + 'job "new" {\n  run = \n')
+    text = await hover(editor, uri, "lag_per_instance")
+    assert doc_row_meaning("`scale` nested block", "lag_per_instance") in text

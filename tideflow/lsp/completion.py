@@ -59,15 +59,23 @@ def register(server: TideflowServer) -> None:
 
     @server.feature(
         lsp.TEXT_DOCUMENT_COMPLETION,
-        lsp.CompletionOptions(trigger_characters=[".", '"', "="]),
+        lsp.CompletionOptions(trigger_characters=[".", '"']),
     )
     def completion(params: lsp.CompletionParams) -> lsp.CompletionList:
-        document = server.workspace.get_text_document(params.text_document.uri)
-        text = document.source
-        lines = LineIndex(text)
+        # the analysis is of the current text (server.analysis syncs it first); its
+        # symbols may come from the last text that parsed, which is what names need
         analysis = server.analysis(params.text_document.uri)
-        symbols = analysis.symbols if analysis is not None else SymbolIndex()
-        path = analysis.path if analysis is not None else document.path
+        if analysis is not None:
+            text, lines, symbols, path = (
+                analysis.text,
+                analysis.lines,
+                analysis.symbols,
+                analysis.path,
+            )
+        else:
+            document = server.workspace.get_text_document(params.text_document.uri)
+            text, symbols, path = document.source, SymbolIndex(), document.path
+            lines = LineIndex(text, server.position_encoding())
         items = complete(
             text, lines.offset(params.position), symbols, installed_plugins().catalog, path
         )

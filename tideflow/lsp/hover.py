@@ -55,8 +55,10 @@ def register(server: TideflowServer) -> None:
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     def hover(params: lsp.HoverParams) -> lsp.Hover | None:
         analysis = server.analysis(params.text_document.uri)
-        if analysis is None or not analysis.parsed:
-            return None  # the spans of a stale tree do not match the text
+        if analysis is None or analysis.flow is None or analysis.flow.source != analysis.text:
+            # no tree, or the last good one, whose spans do not match the text; a tree
+            # of the blocks that parse (the rest blanked out) keeps its spans
+            return None
         found = hover_markdown(
             analysis, analysis.lines.offset(params.position), installed_plugins().catalog
         )
