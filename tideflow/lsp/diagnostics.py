@@ -100,7 +100,7 @@ def to_lsp(
         severity=lsp.DiagnosticSeverity.Error
         if diagnostic.is_error
         else lsp.DiagnosticSeverity.Warning,
-        code=diagnostic.code,
+        code=diagnostic.code or None,
         source=SOURCE,
         related_information=related or None,
         data=data,

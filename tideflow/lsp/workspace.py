@@ -20,7 +20,7 @@ from typing import final
 
 from tideflow.compiler.pipeline import CompileResult, LintRule, compile_loaded
 from tideflow.dsl import ast
-from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.dsl.diagnostics import Diagnostic, Severity
 from tideflow.dsl.loader import load_source
 from tideflow.dsl.parser import parse
 from tideflow.plugins.api.options import Catalog
@@ -42,13 +42,14 @@ MAX_SCANNED_FILES = 500
 def too_large(path: str, size: int) -> Diagnostic:
     """The one diagnostic of a file above `MAX_LIVE_SIZE` (its first character)."""
     span = ast.Span(path, 1, 1, 1, 1, 0, 0)
+    # no code: it is not a problem of the file, which `tideflow lint` may accept
     return Diagnostic(
-        "LSP",
+        "",
         f"file too large for live analysis ({size / 1e6:.1f} MB; the limit is "
         f"{MAX_LIVE_SIZE / 1e6:.0f} MB)",
         span,
         help="run `tideflow lint` on it",
-        level=None,
+        level=Severity.WARNING,
     )
 
 
