@@ -26,11 +26,13 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from lsprotocol import types as lsp
 
 from tideflow.compiler import cron as cronlib
 from tideflow.compiler import schema
+from tideflow.compiler.checks.common import clock
 from tideflow.dsl import ast
 from tideflow.dsl.durations import format_duration
 from tideflow.plugins.api import options as o
@@ -273,8 +275,8 @@ def _schedule(analysis: Analysis, node: NodeAt, call: ast.Call) -> str | None:
     for instant in islice(cronlib.instants_after(expression, zone_name, moment), NEXT_INSTANTS):
         local = instant.astimezone(tz)
         note = ""
-        if gap is not None and gap.moved and local.date() == gap.fires_at.date():
-            note = f" (instead of {gap.fires_at:%H:%M}, which does not exist that day)"
+        if gap is not None and gap.moved and local.replace(tzinfo=None) == gap.transition.end:
+            note = f" (instead of {clock(gap.fires_at)}, which does not exist that day)"
         lines.append(f"- {_local(instant, tz)}{note}")
     changes = list(_dst_lines(gap, overlap))
     lines += (
@@ -292,10 +294,11 @@ def _within_a_year(hit: cronlib.DstHit, today: date) -> bool:
     return hit.fires_at.date() < today + _YEAR
 
 
-def _local(instant: datetime, tz: Any) -> str:
+def _local(instant: datetime, tz: ZoneInfo) -> str:
+    """`Sun 2027-03-28 02:00 WEST (UTC+01:00)`: the wall clock, its zone's name and offset."""
     local = instant.astimezone(tz)
     offset = local.strftime("%z")
-    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
+    return f"{local:%a %Y-%m-%d} {clock(local)} {local.tzname()} (UTC{offset[:3]}:{offset[3:]})"
 
 
 def _dst_lines(gap: cronlib.DstHit | None, overlap: cronlib.DstHit | None) -> Iterator[str]:
@@ -303,19 +306,19 @@ def _dst_lines(gap: cronlib.DstHit | None, overlap: cronlib.DstHit | None) -> It
         start, end = gap.transition.start, gap.transition.end
         day = gap.fires_at.date().isoformat()
         fate = (
-            f"the {gap.fires_at:%H:%M} run moves to {end:%H:%M}"
+            f"the {clock(gap.fires_at)} run moves to {clock(end)}"
             if gap.moved
             else "runs in those times are dropped (a wildcard follows the wall clock)"
         )
         yield (
             f"- **gap** on {day}: clocks go forward, local times from "
-            f"{start:%H:%M} to {end:%H:%M} do not exist; {fate}"
+            f"{clock(start)} to {clock(end)} do not exist; {fate}"
         )
     if overlap is not None:
         start, end = overlap.transition.start, overlap.transition.end
         day = overlap.fires_at.date().isoformat()
         yield (
             f"- **overlap** on {day}: clocks go back, local times from "
-            f"{start:%H:%M} to {end:%H:%M} happen twice; the {overlap.fires_at:%H:%M} "
+            f"{clock(start)} to {clock(end)} happen twice; the {clock(overlap.fires_at)} "
             "run happens once, the first time"
         )
