@@ -80,6 +80,19 @@ def test_attributes_set_before_and_after_the_cursor_are_known() -> None:
     assert ctx.blocks[-1].attributes == {"kind": "redis", "url": "redis://x"}
 
 
+def test_a_large_file_is_read_from_the_enclosing_blocks_header() -> None:
+    # above 20,000 characters the tokens are read from the last top-level header
+    jobs = "".join(
+        f'job "j{i}" {{\n  run = "a.b:c"\n  retry {{ attempts = 3 }}\n}}\n' for i in range(800)
+    )
+    text = jobs + 'consumer "c" {\n  run = "a:b"\n  scale {\n    max = 2\n    '
+    ctx = cursor_context(text, len(text))
+    assert ctx.position is Position.BODY
+    assert [(b.type, b.label) for b in ctx.blocks] == [("consumer", "c"), ("scale", None)]
+    assert ctx.blocks[0].attributes == {"run": "a:b", "scale": None}
+    assert cursor_context(text, len(jobs)).position is Position.TOP
+
+
 # --- end to end ----------------------------------------------------------------------------
 
 e2e = pytest.mark.asyncio(loop_scope="module")  # the module's one server (conftest)

@@ -55,11 +55,11 @@ def fixed_now() -> Iterator[None]:
         yield
 
 
-async def hover(editor: Editor, uri: str, needle: str, skip: int = 1) -> str:
-    """The hover's markdown `skip` characters into the first `needle` of FLOW."""
-    offset = FLOW.index(needle) + skip
-    line = FLOW.count("\n", 0, offset)
-    character = offset - (FLOW.rfind("\n", 0, offset) + 1)
+async def hover(editor: Editor, uri: str, needle: str, skip: int = 1, text: str = FLOW) -> str:
+    """The hover's markdown `skip` characters into the first `needle` of `text`."""
+    offset = text.index(needle) + skip
+    line = text.count("\n", 0, offset)
+    character = offset - (text.rfind("\n", 0, offset) + 1)
     result = await editor.client.text_document_hover_async(
         lsp.HoverParams(
             text_document=lsp.TextDocumentIdentifier(uri=uri),
@@ -119,3 +119,10 @@ async def test_hover_works_in_the_blocks_that_parse(editor: Editor) -> None:
     uri = editor.open("typing.flow", FLOW + 'job "new" {\n  run = \n')
     text = await hover(editor, uri, "lag_per_instance")
     assert doc_row_meaning("`scale` nested block", "lag_per_instance") in text
+
+
+async def test_a_functions_name_shows_its_arguments(editor: Editor) -> None:
+    text = 'job "retried" {\n  run = "a.b:c"\n  retry { backoff = exponential(10s, 5m) }\n}\n'
+    uri = editor.open("functions.flow", text)
+    shown = await hover(editor, uri, "exponential", text=text)
+    assert "exponential(INITIAL, CAP, factor = 2)" in shown

@@ -5,7 +5,8 @@
   installed plugins' catalog): the meaning, type, default and example that
   docs/language.md's table row shows (tests/test_docs.py keeps the rows in step
   with the schema, so the schema is the one source of both).
-- A block's type word: the block's documentation.
+- A block's type word: the block's documentation; a function's name: its
+  arguments and meaning (`schema.FUNCTIONS`).
 - A reference (`job.extract`) or a declaration's label: the target's kind, its
   `description` and where it is declared.
 - A `schedule` value: for `cron(...)`, its next five instants in the job's time
@@ -100,12 +101,24 @@ def hover_markdown(
     if node.on_attribute_name:
         return _attribute(node, catalog, node.attribute.name), node.attribute.name_span
     entry = _map_key(node, offset)
-    if entry is not None:
+    nested = [b.type for b in node.blocks] + [node.attribute.name]
+    if entry is not None and block_schema(nested) is not None:  # not `env = { KEY = ...}`
         return _attribute(node, catalog, entry.key, nested=node.attribute.name), entry.key_span
     if node.attribute.name == "schedule" and isinstance(node.attribute.value, ast.Call):
         text = _schedule(analysis, node, node.attribute.value)
         if text is not None:
             return text, node.attribute.value.span
+    call = next(
+        (
+            e
+            for e in reversed(node.exprs)
+            if isinstance(e, ast.Call) and _inside(e.function_span, offset)
+        ),
+        None,
+    )
+    if call is not None and call.function in schema.FUNCTIONS:
+        signature, _, meaning = schema.FUNCTIONS[call.function].partition("): ")
+        return f"```\n{signature})\n```\n\n{meaning}", call.function_span
     return None
 
 
