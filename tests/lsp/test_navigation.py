@@ -146,6 +146,11 @@ async def test_definition_of_a_reference_is_the_label_in_the_included_file(
     # `job.load` leads to load.flow, not to a topic or another kind's block
     load = await definition(client, uri, position(FLOW["report.flow"], "job.load", 5))
     assert load == {(f"{folder}/load.flow", span(FLOW["load.flow"], '"load"'))}
+    # from an include's path to the file it names
+    root = await open_clean(editor, "root.flow")
+    start = (0, 0, 0, 0)
+    at = position(FLOW["root.flow"], '"load.flow"', 3)
+    assert await definition(client, root, at) == {(f"{folder}/load.flow", start)}
     # nothing to go to from an attribute's name or a string
     assert await definition(client, uri, position(FLOW["report.flow"], "after")) is None
     assert await definition(client, uri, position(FLOW["report.flow"], "shop.jobs")) is None

@@ -8,8 +8,10 @@ found in the workspace folders), so a definition or a reference may lie in
 another file.
 
 - Definition: from a reference to the label string of the block it names (every
-  one, when a name is declared twice); from a label to itself. A job of another
-  flow (`flow.X.job.Y`) has no declaration here: nothing is returned.
+  one, when a name is declared twice); from a label to itself; from the path of an
+  `include` to the start of the file it names (resolved as the loader resolves
+  it). A job of another flow (`flow.X.job.Y`) has no declaration here: nothing is
+  returned.
 - References: every reference to the declaration or reference under the cursor,
   with the declaration's label first when the client asks for it
   (`includeDeclaration`).
@@ -20,7 +22,9 @@ another file.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, final
 
 from lsprotocol import types as lsp
@@ -138,9 +142,32 @@ def label_span(declaration: Declaration) -> ast.Span:
     return label.span if label is not None else declaration.name_span
 
 
+def included_file(analysis: Analysis, offset: int) -> str | None:
+    """The path of the file that the `include` whose path string holds `offset` names,
+    as the loader resolves it (relative to the including file); None elsewhere."""
+    if analysis.flow is None or analysis.flow.source != analysis.text:
+        return None
+    for include in analysis.flow.includes:
+        span = include.path.span
+        if span.start <= offset <= span.end and "\0" not in include.path.value:
+            return os.path.normpath(Path(analysis.path).parent / include.path.value)
+    return None
+
+
 def _locations(locator: Locator, spans: list[ast.Span]) -> list[lsp.Location]:
     found = (locator.location(span) for span in spans)
     return [location for location in found if location is not None]
+
+
+def _include_target(
+    server: TideflowServer, analysis: Analysis, offset: int
+) -> list[lsp.Location] | None:
+    path = included_file(analysis, offset)
+    if path is None or not (normal_path(path) in server.flows.documents or Path(path).is_file()):
+        return None  # E110 says the file is missing; there is nowhere to go
+    start = lsp.Position(line=0, character=0)
+    uri = Locator(server, analysis).uri(path)
+    return [lsp.Location(uri=uri, range=lsp.Range(start=start, end=start))]
 
 
 def register(server: TideflowServer) -> None:
@@ -151,9 +178,10 @@ def register(server: TideflowServer) -> None:
         analysis = server.analysis(params.text_document.uri)
         if analysis is None:
             return None
-        hit = symbol_at(analysis, analysis.lines.offset(params.position))
+        offset = analysis.lines.offset(params.position)
+        hit = symbol_at(analysis, offset)
         if hit is None:
-            return None
+            return _include_target(server, analysis, offset)
         symbol, found = hit
         targets = (found,) if isinstance(found, Declaration) else declarations_for(analysis, symbol)
         return _locations(Locator(server, analysis), [label_span(d) for d in targets]) or None
