@@ -180,6 +180,14 @@ async def test_declared_names_after_job_dot(editor: Editor) -> None:
 
 
 @e2e
+async def test_names_declared_in_an_included_file(editor: Editor) -> None:
+    editor.write("common.flow", 'topic "orders" {\n  description = "new orders"\n}\n')
+    text = 'include "common.flow"\n\njob "export" {\n  run = "a.b:c"\n  publishes = topic.'
+    items = await complete_at_end(editor, "main.flow", text)
+    assert [(item.label, item.detail) for item in items] == [("orders", "topic · common.flow")]
+
+
+@e2e
 async def test_functions_with_their_argument_shape(editor: Editor) -> None:
     items = await complete_at_end(editor, "fn.flow", 'job "z" {\n  schedule = ')
     by_label = {item.label: item for item in items}

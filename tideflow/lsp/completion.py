@@ -18,7 +18,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,8 +38,9 @@ from .context import (
     field_named,
     fields_of,
 )
-from .index import SymbolIndex
+from .index import Analysis, SymbolIndex, index_file
 from .positions import LineIndex
+from .workspace import include_targets
 
 if TYPE_CHECKING:
     from .server import TideflowServer
@@ -66,12 +67,8 @@ def register(server: TideflowServer) -> None:
         # symbols may come from the last text that parsed, which is what names need
         analysis = server.analysis(params.text_document.uri)
         if analysis is not None:
-            text, lines, symbols, path = (
-                analysis.text,
-                analysis.lines,
-                analysis.symbols,
-                analysis.path,
-            )
+            text, lines, path = analysis.text, analysis.lines, analysis.path
+            symbols = _flow_symbols(server, analysis)
         else:
             document = server.workspace.get_text_document(params.text_document.uri)
             text, symbols, path = document.source, SymbolIndex(), document.path
@@ -80,6 +77,39 @@ def register(server: TideflowServer) -> None:
             text, lines.offset(params.position), symbols, installed_plugins().catalog, path
         )
         return lsp.CompletionList(is_incomplete=False, items=_with_ranges(items, lines))
+
+
+def _flow_symbols(server: TideflowServer, analysis: Analysis) -> SymbolIndex:
+    """The declarations of the document's flow.
+
+    While the document does not parse, the compiler reads none of its includes, so
+    the analysis knows only the document's own blocks that parse: add the files it
+    includes (as its recovered tree names them, or as it last parsed), and theirs.
+    """
+    if analysis.parsed:
+        return analysis.symbols
+    symbols = analysis.symbols
+    pending = set(server.flows.includes_of(analysis.path))
+    if analysis.flow is not None and analysis.flow.source == analysis.text:
+        pending |= include_targets(analysis.flow)
+    seen = {analysis.path}
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        text = server.flows.text_of(path)
+        parsed = _parsed(path, text) if text is not None else None
+        if parsed is not None:
+            symbols = symbols.merge(index_file(parsed))
+            pending |= include_targets(parsed) | server.flows.includes_of(path)
+    return symbols
+
+
+@lru_cache(maxsize=64)
+def _parsed(path: str, text: str) -> ast.FlowFile | None:
+    """An included file's tree (cached: completion asks again at each keystroke)."""
+    return parse(text, path).file
 
 
 def _with_ranges(items: list[_Item], lines: LineIndex) -> list[lsp.CompletionItem]:
