@@ -45,7 +45,7 @@ from .workspace import include_targets
 if TYPE_CHECKING:
     from .server import TideflowServer
 
-__all__ = ["complete", "register"]
+__all__ = ["Suggestion", "complete", "register"]
 
 # the value types that accept each function (`schema.FUNCTIONS` says what they do)
 _FUNCTIONS_FOR: tuple[tuple[type, tuple[str, ...]], ...] = (
@@ -63,8 +63,7 @@ def register(server: TideflowServer) -> None:
         lsp.CompletionOptions(trigger_characters=[".", '"']),
     )
     def completion(params: lsp.CompletionParams) -> lsp.CompletionList:
-        # the analysis is of the current text (server.analysis syncs it first); its
-        # symbols may come from the last text that parsed, which is what names need
+        # the analysis of the current text: server.analysis brings it up to date first
         analysis = server.analysis(params.text_document.uri)
         if analysis is not None:
             text, lines, path = analysis.text, analysis.lines, analysis.path
@@ -112,7 +111,7 @@ def _parsed(path: str, text: str) -> ast.FlowFile | None:
     return parse(text, path).file
 
 
-def _with_ranges(items: list[_Item], lines: LineIndex) -> list[lsp.CompletionItem]:
+def _with_ranges(items: list[Suggestion], lines: LineIndex) -> list[lsp.CompletionItem]:
     result: list[lsp.CompletionItem] = []
     for item in items:
         edit = lsp.TextEdit(
@@ -129,7 +128,6 @@ def _with_ranges(items: list[_Item], lines: LineIndex) -> list[lsp.CompletionIte
                     else None
                 ),
                 text_edit=edit,
-                filter_text=item.filter or None,
                 insert_text_format=(
                     lsp.InsertTextFormat.Snippet if item.snippet else lsp.InsertTextFormat.PlainText
                 ),
@@ -140,7 +138,7 @@ def _with_ranges(items: list[_Item], lines: LineIndex) -> list[lsp.CompletionIte
 
 
 @dataclass(frozen=True, slots=True)
-class _Item:
+class Suggestion:
     """A completion before it gets its LSP range: replaces text[start:end] with `insert`
     (the label when empty); a lower `rank` sorts first (required attributes)."""
 
@@ -153,12 +151,11 @@ class _Item:
     doc: str = ""
     snippet: bool = False
     rank: int = 1
-    filter: str = ""
 
 
 def complete(
     text: str, offset: int, symbols: SymbolIndex, catalog: o.Catalog, path: str = ""
-) -> list[_Item]:
+) -> list[Suggestion]:
     """The completions at character `offset` of `text`; `symbols` are the flow's
     declarations, `path` the document's file (its folder holds the other flows)."""
     ctx = cursor_context(text, offset)
@@ -176,10 +173,10 @@ def complete(
 # --- names ---------------------------------------------------------------------------
 
 
-def _block_types(ctx: CursorContext) -> Iterator[_Item]:
+def _block_types(ctx: CursorContext) -> Iterator[Suggestion]:
     for block in schema.BLOCKS.values():
         header = f'{block.type} "${{1:name}}"' if block.label else block.type
-        yield _Item(
+        yield Suggestion(
             block.type,
             lsp.CompletionItemKind.Class,
             ctx.start,
@@ -189,7 +186,7 @@ def _block_types(ctx: CursorContext) -> Iterator[_Item]:
             detail=f"{block.type} block",
             doc=block.doc,
         )
-    yield _Item(
+    yield Suggestion(
         "include",
         lsp.CompletionItemKind.Keyword,
         ctx.start,
@@ -200,7 +197,7 @@ def _block_types(ctx: CursorContext) -> Iterator[_Item]:
     )
 
 
-def _attributes(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
+def _attributes(ctx: CursorContext, catalog: o.Catalog) -> Iterator[Suggestion]:
     frame = ctx.blocks[-1]
     block = block_schema([b.type for b in ctx.blocks])
     if block is None:
@@ -210,7 +207,7 @@ def _attributes(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
         if field_.name in frame.attributes:
             continue
         if isinstance(field_.type, o.ObjectType) and not frame.is_map:
-            yield _Item(
+            yield Suggestion(
                 field_.name,
                 lsp.CompletionItemKind.Struct,
                 ctx.start,
@@ -230,8 +227,8 @@ def _attributes(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
                 yield _attribute_item(ctx, field_, where)
 
 
-def _attribute_item(ctx: CursorContext, field_: o.Field, where: str) -> _Item:
-    return _Item(
+def _attribute_item(ctx: CursorContext, field_: o.Field, where: str) -> Suggestion:
+    return Suggestion(
         field_.name,
         lsp.CompletionItemKind.Property,
         ctx.start,
@@ -284,7 +281,7 @@ def _value_type(ctx: CursorContext, catalog: o.Catalog) -> o.ValueType | None:
 
 def _values(
     ctx: CursorContext, symbols: SymbolIndex, catalog: o.Catalog, path: str
-) -> Iterator[_Item]:
+) -> Iterator[Suggestion]:
     if ctx.qualifier:
         yield from _references(ctx, symbols, path)
         return
@@ -293,15 +290,15 @@ def _values(
     value_type = _value_type(ctx, catalog)
     if isinstance(value_type, o.EnumType):
         for choice in value_type.choices:
-            yield _Item(choice, lsp.CompletionItemKind.EnumMember, ctx.start, ctx.end)
+            yield Suggestion(choice, lsp.CompletionItemKind.EnumMember, ctx.start, ctx.end)
         return
     if isinstance(value_type, o.BoolType):
         for word in ("true", "false"):
-            yield _Item(word, lsp.CompletionItemKind.Value, ctx.start, ctx.end)
+            yield Suggestion(word, lsp.CompletionItemKind.Value, ctx.start, ctx.end)
         return
     if isinstance(value_type, o.RefType):
         for declaration in symbols.of_kind(value_type.kind):
-            yield _Item(
+            yield Suggestion(
                 f"{value_type.kind}.{declaration.name}",
                 lsp.CompletionItemKind.Reference,
                 ctx.start,
@@ -328,14 +325,14 @@ def _functions_for(value_type: o.ValueType | None) -> tuple[str, ...]:
 _SIGNATURE = re.compile(r"(\w+)\((.*)\): (.*)")
 
 
-def _functions(ctx: CursorContext, names: Iterable[str]) -> Iterator[_Item]:
+def _functions(ctx: CursorContext, names: Iterable[str]) -> Iterator[Suggestion]:
     for name in names:
         described = schema.FUNCTIONS[name]
         match = _SIGNATURE.fullmatch(described)
         if match is None:
             continue
         _, arguments, meaning = match.groups()
-        yield _Item(
+        yield Suggestion(
             name,
             lsp.CompletionItemKind.Function,
             ctx.start,
@@ -364,12 +361,12 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
 
-def _references(ctx: CursorContext, symbols: SymbolIndex, path: str) -> Iterator[_Item]:
+def _references(ctx: CursorContext, symbols: SymbolIndex, path: str) -> Iterator[Suggestion]:
     """`job.` gives this flow's jobs; `flow.` the other flows; `flow.X.job.` X's jobs."""
     qualifier = ctx.qualifier
     if len(qualifier) == 1 and qualifier[0] != "flow":
         for declaration in symbols.of_kind(qualifier[0]):
-            yield _Item(
+            yield Suggestion(
                 declaration.name,
                 lsp.CompletionItemKind.Reference,
                 ctx.start,
@@ -381,7 +378,7 @@ def _references(ctx: CursorContext, symbols: SymbolIndex, path: str) -> Iterator
     flows = _other_flows(str(Path(path).parent)) if path else {}
     if qualifier == ("flow",):
         for name in sorted(flows):
-            yield _Item(
+            yield Suggestion(
                 name,
                 lsp.CompletionItemKind.Module,
                 ctx.start,
@@ -391,7 +388,9 @@ def _references(ctx: CursorContext, symbols: SymbolIndex, path: str) -> Iterator
             )
     elif len(qualifier) == 3 and qualifier[0] == "flow" and qualifier[2] == "job":
         for job in flows.get(qualifier[1], ()):
-            yield _Item(job, lsp.CompletionItemKind.Reference, ctx.start, ctx.end, detail="job")
+            yield Suggestion(
+                job, lsp.CompletionItemKind.Reference, ctx.start, ctx.end, detail="job"
+            )
 
 
 def _description(block: ast.Block) -> str:
@@ -444,7 +443,7 @@ def _flow_in(path: str, mtime: int, size: int) -> tuple[str, tuple[str, ...]] | 
 # --- inside strings ------------------------------------------------------------------
 
 
-def _strings(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
+def _strings(ctx: CursorContext, catalog: o.Catalog) -> Iterator[Suggestion]:
     """Backend names in `kind`/`backend`, zones in `timezone`, a string option's choices."""
     if ctx.function is not None:
         if ctx.keyword == "timezone":
@@ -458,7 +457,7 @@ def _strings(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
     if ctx.attribute == block.backend_field and block.backend_kind is not None:
         for name in catalog.names(block.backend_kind):
             spec = catalog.get(block.backend_kind, name)
-            yield _Item(
+            yield Suggestion(
                 name,
                 lsp.CompletionItemKind.EnumMember,
                 ctx.start,
@@ -473,14 +472,14 @@ def _strings(ctx: CursorContext, catalog: o.Catalog) -> Iterator[_Item]:
     found = field_named(block, ctx.blocks[-1].attributes, catalog, ctx.attribute)
     if found is not None and isinstance(found[0].type, o.StringType):
         for choice in found[0].type.choices:
-            yield _Item(choice, lsp.CompletionItemKind.EnumMember, ctx.start, ctx.end)
+            yield Suggestion(choice, lsp.CompletionItemKind.EnumMember, ctx.start, ctx.end)
 
 
-def _zones(ctx: CursorContext) -> Iterator[_Item]:
+def _zones(ctx: CursorContext) -> Iterator[Suggestion]:
     prefix = ctx.prefix.lower()
     matching = [z for z in _zone_names() if z.lower().startswith(prefix)]
     for name in matching:
-        yield _Item(name, lsp.CompletionItemKind.Value, ctx.start, ctx.end, detail="time zone")
+        yield Suggestion(name, lsp.CompletionItemKind.Value, ctx.start, ctx.end, detail="time zone")
 
 
 @cache
