@@ -3,7 +3,7 @@
 Starts the real server (`python -m tideflow lsp`) over stdio, opens a generated
 1,000-job flow (bench/compile_bench.py's generator, seeded), then makes N edits one
 after another, each waiting for the diagnostics of its own version: every other
-edit misspells a reference (one E207 appears), the next puts it back (it goes).
+edit types a letter into a reference (one E207 appears), the next deletes it.
 The time of an edit is from sending `didChange` to receiving that version's
 `publishDiagnostics`. It prints p50 and p95 beside the target (shared/DESIGN.md:
 100 ms at p95) and beside a baseline measured in the same run: the compiler's
@@ -42,19 +42,22 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def edits_of(text: str, count: int) -> list[tuple[lsp.Range, str, str]]:
-    """`count` edits as (range, new text, whole text after it): misspell the first
-    `after` reference of a job in the middle of the file, then restore it."""
+    """`count` edits as (range, new text, whole text after it), as one types: insert
+    a letter into the first `after` reference of a job in the middle of the file
+    (it becomes undefined), then delete it (it is defined again)."""
     target = text.index("after", len(text) // 2)
     start = text.index("job.", target) + len("job.")
     line = text.count("\n", 0, start)
     column = start - (text.rfind("\n", 0, start) + 1)
-    where = lsp.Range(
-        start=lsp.Position(line=line, character=column),
-        end=lsp.Position(line=line, character=column + 1),
-    )
-    original = text[start]
-    broken = text[:start] + "Q" + text[start + 1 :]
-    return [(where, "Q", broken) if i % 2 == 0 else (where, original, text) for i in range(count)]
+    here = lsp.Position(line=line, character=column)
+    after = lsp.Position(line=line, character=column + 1)
+    typed = text[:start] + "q" + text[start:]
+    return [
+        (lsp.Range(start=here, end=here), "q", typed)
+        if i % 2 == 0
+        else (lsp.Range(start=here, end=after), "", text)
+        for i in range(count)
+    ]
 
 
 def baseline_ms(path: str, texts: list[str]) -> list[float]:

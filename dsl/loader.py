@@ -14,13 +14,13 @@ so that compiling text one was given cannot read, and echo, any file on the mach
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import ast
 from .diagnostics import Diagnostic
-from .parser import decode_source, parse
+from .parser import ParseResult, decode_source, parse
 from .suggest import closest
 
 __all__ = ["LoadedFlow", "load_flow", "load_source"]
@@ -69,12 +69,16 @@ def load_source(
     *,
     include_root: str | os.PathLike[str] | None = None,
     overlay: Mapping[str, str] | None = None,
+    parse_text: Callable[[str, str], ParseResult] = parse,
 ) -> LoadedFlow:
     """Parse `text` as the root file `path`; its includes are read from `path`'s folder
     and must lie inside `include_root` (default: that folder). `overlay` maps absolute,
-    normalised paths to texts read instead of those files (an editor's unsaved ones)."""
+    normalised paths to texts read instead of those files (an editor's unsaved ones);
+    `parse_text` stands in for `parser.parse` (the language server's, which reuses
+    the last tree of a file it parsed)."""
     loader = _Loader(_root_folder(path, include_root), _root_shown(path, include_root))
     loader.overlay = overlay or {}
+    loader.parse_text = parse_text
     loader.enter(path, text)
     return loader.result(path)
 
@@ -115,6 +119,7 @@ class _Loader:
         self._seen: set[str] = set()  # real paths of files already read
         self._chain: list[tuple[str, str]] = []  # (real path, shown path) of open includes
         self.overlay: Mapping[str, str] = {}  # absolute path -> text used instead of the disk
+        self.parse_text: Callable[[str, str], ParseResult] = parse
 
     def result(self, root: str) -> LoadedFlow:
         return LoadedFlow(
@@ -142,7 +147,7 @@ class _Loader:
         """Parse one file and follow its includes, depth first."""
         real = _identity(shown)
         self._seen.add(real)
-        parsed = parse(text, shown)
+        parsed = self.parse_text(text, shown)
         self.diagnostics.extend(parsed.diagnostics)
         if parsed.file is None:
             self.complete = False

@@ -24,6 +24,7 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path, to_fs_path
 
 from tideflow.dsl.diagnostics import Diagnostic
+from tideflow.dsl.gc_pause import gc_paused
 
 from .positions import LineIndex
 
@@ -109,6 +110,13 @@ def to_lsp(
 
 def publish(server: TideflowServer, uri: str) -> None:
     """Compile the flows holding `uri` and publish every one of their files' diagnostics."""
+    # the trees of a large flow are many objects in no cycle: the collector would
+    # walk them all, again and again, for nothing (see dsl/gc_pause.py)
+    with gc_paused():
+        _publish(server, uri)
+
+
+def _publish(server: TideflowServer, uri: str) -> None:
     server.sync_document(uri)
     document = server.flows.document_by_uri(uri)
     if document is None:

@@ -21,6 +21,7 @@ from pygls.uris import to_fs_path
 
 from tideflow import __version__
 from tideflow.compiler.pipeline import LintRule
+from tideflow.dsl.gc_pause import gc_paused
 from tideflow.plugins.api.options import Catalog
 from tideflow.plugins.manager import installed_plugins
 
@@ -88,7 +89,8 @@ class TideflowServer(LanguageServer):
         Computed now if the text changed since the last one; the same object is
         returned until the next change."""
         self.sync_document(uri)
-        return self.flows.analysis(uri)
+        with gc_paused():  # as the compiler does: see dsl/gc_pause.py
+            return self.flows.analysis(uri)
 
     def sync_document(self, uri: str) -> None:
         """Bring the workspace's copy of `uri` up to pygls' text of it."""

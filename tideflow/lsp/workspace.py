@@ -28,6 +28,7 @@ from tideflow.plugins.api.options import Catalog
 from .analysis import recover
 from .index import Analysis, SymbolIndex, index_files
 from .positions import LineIndex
+from .reparse import Reparser
 
 __all__ = ["MAX_LIVE_SIZE", "Document", "RootResult", "Workspace", "too_large"]
 
@@ -112,6 +113,7 @@ class Workspace:
         self._roots: dict[str, RootResult] = {}  # compiled this generation
         self._analyses: dict[str, Analysis] = {}  # by uri, this generation
         self._last_good: dict[str, ast.FlowFile] = {}  # by path
+        self._reparser = Reparser()  # parses only the blocks an edit touched
         self.generation = 0
         self._folders: list[str] = []
         self._scanned = False
@@ -132,6 +134,7 @@ class Workspace:
     def close(self, path: str) -> None:
         """A document was closed: the disk is its text again."""
         self.documents.pop(normal_path(path), None)
+        self._reparser.forget(normal_path(path))
         self._changed()
 
     def document_by_uri(self, uri: str) -> Document | None:
@@ -220,7 +223,7 @@ class Workspace:
     def _learn_document(self, document: Document) -> None:
         if len(document.text) > MAX_LIVE_SIZE:
             return
-        parsed = parse(document.text, document.path)
+        parsed = self._reparser.parse(document.text, document.path)
         if parsed.file is not None:
             self._learn((parsed.file,))
 
@@ -235,7 +238,13 @@ class Workspace:
         text = self.text_of(root)
         if text is None:
             text = ""
-        loaded = load_source(text, root, include_root=self.include_root, overlay=self._overlay())
+        loaded = load_source(
+            text,
+            root,
+            include_root=self.include_root,
+            overlay=self._overlay(),
+            parse_text=self._reparser.parse,
+        )
         result = compile_loaded(loaded, catalog=self._catalog(), rules=self._rules())
         self._learn(result.files)
         for flow in result.files:
