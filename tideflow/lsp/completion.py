@@ -233,12 +233,26 @@ def _attribute_item(ctx: CursorContext, field_: o.Field, where: str) -> Suggesti
         lsp.CompletionItemKind.Property,
         ctx.start,
         ctx.end,
-        insert=f"{field_.name} = $0",
+        insert=f"{field_.name} = {_value_snippet(field_.type)}",
         snippet=True,
         detail=f"{field_.type.describe()} · {where}",
         doc=_field_doc(field_),
         rank=0 if field_.required else 1,
     )
+
+
+def _value_snippet(value_type: o.ValueType) -> str:
+    """What `name = ` is followed by: a choice of the words it takes, quotes around a
+    string, or just the cursor."""
+    if isinstance(value_type, o.EnumType):
+        return "${1|" + ",".join(value_type.choices) + "|}"
+    if isinstance(value_type, o.BoolType):
+        return "${1|true,false|}"
+    if isinstance(value_type, o.StringType) and value_type.choices:
+        return '"${1|' + ",".join(value_type.choices) + '|}"'
+    if isinstance(value_type, o.StringType | o.CallableType):
+        return '"$1"'
+    return "$0"
 
 
 def _field_doc(field_: o.Field) -> str:
