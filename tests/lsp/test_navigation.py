@@ -52,6 +52,18 @@ job "report" {
 three others use the job."""
 
 
+SECOND_FLOW = """\
+include "jobs.flow"
+
+job "audit" {
+  after = [job.extract]
+  run   = "shop.jobs:audit"
+  pool  = pool.extract
+}
+"""
+"""Another flow that includes jobs.flow: its references count too."""
+
+
 def position(text: str, needle: str, skip: int = 0) -> lsp.Position:
     """The position `skip` characters into the first `needle` of `text` (ASCII)."""
     offset = text.index(needle) + skip
@@ -174,3 +186,14 @@ async def test_references_of_a_job_across_the_files_of_its_flow(
     assert await references(client, jobs, pool, declaration=False) == {
         (f"{folder}/load.flow", span(FLOW["load.flow"], "pool.extract"))
     }
+
+
+async def test_references_reach_every_flow_that_includes_the_declaration(
+    client: LanguageClient, editor: Editor
+) -> None:
+    folder = write_flow(client, editor)
+    editor.write("second.flow", SECOND_FLOW)
+    uri = await open_clean(editor, "report.flow")
+    at = position(FLOW["report.flow"], "job.extract", 6)
+    audit = (f"{folder}/second.flow", span(SECOND_FLOW, "job.extract"))
+    assert await references(client, uri, at, declaration=False) == uses(folder) | {audit}

@@ -11,7 +11,16 @@ from pytest_lsp import LanguageClient
 from tideflow.compiler import compile_flow
 
 from .conftest import Editor
-from .test_navigation import FLOW, Place, open_clean, place, position, span, write_flow
+from .test_navigation import (
+    FLOW,
+    SECOND_FLOW,
+    Place,
+    open_clean,
+    place,
+    position,
+    span,
+    write_flow,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -93,6 +102,24 @@ async def test_rename_a_job_used_in_three_files(
     assert set(result.ir.jobs) == {"pull", "load", "report", "notify"}
     assert result.ir.jobs["report"].after == ("load", "pull")
     assert 'pool "extract"' in (editor.folder / "jobs.flow").read_text()  # another kind
+
+
+async def test_rename_reaches_every_flow_that_includes_the_declaration(
+    client: LanguageClient, editor: Editor
+) -> None:
+    folder = write_flow(client, editor)
+    editor.write("second.flow", SECOND_FLOW)
+    uri = await open_clean(editor, "root.flow")
+    at = position(FLOW["root.flow"], "job.extract", 6)
+    edits = edits_by_uri(await rename(client, uri, at, "pull"))
+    assert set(edits) == {f"{folder}/{name}" for name in (*FLOW, "second.flow")}
+    assert [place(e.range) for e in edits[f"{folder}/second.flow"]] == [
+        span(SECOND_FLOW, "job.extract", 4)
+    ]
+    for name, text in {**FLOW, "second.flow": SECOND_FLOW}.items():
+        editor.write(name, applied(text, edits[f"{folder}/{name}"]))
+    for root in ("root.flow", "second.flow"):
+        assert compile_flow(editor.folder / root).diagnostics == ()
 
 
 async def test_rename_refused_on_a_collision_or_an_invalid_name(

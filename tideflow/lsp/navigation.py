@@ -14,7 +14,9 @@ another file.
   returned.
 - References: every reference to the declaration or reference under the cursor,
   with the declaration's label first when the client asks for it
-  (`includeDeclaration`).
+  (`includeDeclaration`). A block declared in a file that several flows include
+  (`common.flow`) is referenced from all of them: `Scope` widens the document's
+  index to every flow that holds a declaration of the symbol.
 
 `Locator` turns a span of any file of the flow into an LSP `Location`; rename
 (tideflow.lsp.rename) uses it too.
@@ -32,7 +34,7 @@ from pygls.uris import from_fs_path
 
 from tideflow.dsl import ast
 
-from .index import Analysis, Declaration, Reference
+from .index import Analysis, Declaration, Reference, SymbolIndex, index_files
 from .positions import LineIndex
 from .workspace import normal_path
 
@@ -41,9 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Locator",
+    "Scope",
     "Symbol",
     "declarations_for",
-    "references_for",
+    "references_in",
     "register",
     "symbol_at",
 ]
@@ -84,15 +87,54 @@ def declarations_for(analysis: Analysis, symbol: Symbol) -> tuple[Declaration, .
     return analysis.symbols.declarations_of(symbol.kind, symbol.name)
 
 
-def references_for(analysis: Analysis, symbol: Symbol) -> tuple[Reference, ...]:
-    """Every reference to `symbol` in the document's flows, in file order."""
+def references_in(symbols: SymbolIndex, symbol: Symbol) -> tuple[Reference, ...]:
+    """Every reference to `symbol` that `symbols` holds, in file order."""
     if symbol.flow is None:
-        return analysis.symbols.references_to(symbol.kind, symbol.name)
+        return symbols.references_to(symbol.kind, symbol.name)
     return tuple(
         r
-        for r in analysis.symbols.references
+        for r in symbols.references
         if r.flow == symbol.flow and r.kind == symbol.kind and r.name == symbol.name
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a symbol's declarations and references may lie: the `symbols` of the
+    document's flows and of every flow holding a file that declares it, and the
+    files of those flows that did not parse (`unparsed`: their references are
+    unknown)."""
+
+    symbols: SymbolIndex
+    unparsed: tuple[str, ...]
+
+    @staticmethod
+    def of(server: TideflowServer, analysis: Analysis, symbol: Symbol) -> Scope:
+        """The scope of `symbol` seen from the document of `analysis`."""
+        roots = list(server.flows.compile_for(analysis.path))
+        seen = {root.root for root in roots}
+        symbols = analysis.symbols
+        for declaration in declarations_for(analysis, symbol):
+            for root in server.flows.compile_for(declaration.path):
+                if root.root not in seen:  # a flow the document is not part of
+                    seen.add(root.root)
+                    roots.append(root)
+                    symbols = symbols.merge(index_files(root.result.files))
+        unparsed: list[str] = []
+        for root in roots:
+            parsed = {normal_path(f.path) for f in root.result.files}
+            unparsed += [p for p in root.result.sources if normal_path(p) not in parsed]
+        return Scope(symbols, tuple(dict.fromkeys(unparsed)))
+
+    def declarations(self, symbol: Symbol) -> tuple[Declaration, ...]:
+        """The declarations of `symbol` (none for another flow's job)."""
+        if symbol.flow is not None:
+            return ()
+        return self.symbols.declarations_of(symbol.kind, symbol.name)
+
+    def references(self, symbol: Symbol) -> tuple[Reference, ...]:
+        """Every reference to `symbol`, in file order."""
+        return references_in(self.symbols, symbol)
 
 
 @final
@@ -195,8 +237,9 @@ def register(server: TideflowServer) -> None:
         if hit is None:
             return None
         symbol, _ = hit
+        scope = Scope.of(server, analysis, symbol)
         spans: list[ast.Span] = []
         if params.context.include_declaration:
-            spans.extend(label_span(d) for d in declarations_for(analysis, symbol))
-        spans.extend(r.span for r in references_for(analysis, symbol))
+            spans.extend(label_span(d) for d in scope.declarations(symbol))
+        spans.extend(r.span for r in scope.references(symbol))
         return _locations(Locator(server, analysis), spans)

@@ -8,14 +8,13 @@ parse (its references would be missed). `rename` refuses the same things, and a
 new name that is not a valid label (the rule of E215) or that another block of
 the same kind already has (E205 would follow); else it returns one
 `WorkspaceEdit` that rewrites the declaration's label and every reference,
-whichever file of the flow holds them (see tideflow.lsp.navigation for which
-files those are). A refusal is an LSP error response (`RequestFailed`) whose
-message the editor shows.
+whichever file holds them: the files of the document's flows and of every flow
+that includes a file declaring the block (`navigation.Scope`). A refusal is an
+LSP error response (`RequestFailed`) whose message the editor shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +25,13 @@ from tideflow.compiler.checks.common import LABEL
 from tideflow.dsl import ast
 
 from .index import Analysis, Declaration
-from .navigation import Locator, Symbol, declarations_for, references_for, symbol_at
+from .navigation import Locator, Scope, Symbol, declarations_for, symbol_at
 from .workspace import normal_path
 
 if TYPE_CHECKING:
     from .server import TideflowServer
 
-__all__ = ["RenameRefused", "register", "rename_spans", "renameable"]
+__all__ = ["RenameRefused", "check_scope", "register", "rename_spans", "renameable"]
 
 NOT_A_NAME = (
     'only the name of a block (`job "extract"`) or a reference to one (`job.extract`) '
@@ -44,20 +43,12 @@ class RenameRefused(Exception):
     """Why a rename cannot be done; its message is shown to the user as it is."""
 
 
-def renameable(
-    analysis: Analysis, offset: int, unparsed: Sequence[str] = ()
-) -> tuple[Symbol, ast.Span]:
+def renameable(analysis: Analysis, offset: int) -> tuple[Symbol, ast.Span]:
     """The symbol under character `offset` and the span of its name there.
 
-    `unparsed` lists the files of the document's flows that do not parse. Raises
-    `RenameRefused` when the name under the cursor cannot be renamed."""
+    Raises `RenameRefused` when the name under the cursor cannot be renamed."""
     if not analysis.parsed:
         raise RenameRefused("this file does not parse: fix its syntax error before renaming")
-    if unparsed:
-        raise RenameRefused(
-            f"{Path(unparsed[0]).name} does not parse: fix its syntax error before renaming "
-            "(its references would be missed)"
-        )
     hit = symbol_at(analysis, offset)
     if hit is None:
         raise RenameRefused(NOT_A_NAME)
@@ -75,7 +66,17 @@ def renameable(
     return symbol, found.name_span
 
 
-def rename_spans(analysis: Analysis, symbol: Symbol, new_name: str) -> list[ast.Span]:
+def check_scope(scope: Scope) -> None:
+    """Raises `RenameRefused` when a file of the scope does not parse: its references
+    are unknown, so a rename would leave some of them behind."""
+    if scope.unparsed:
+        raise RenameRefused(
+            f"{Path(scope.unparsed[0]).name} does not parse: fix its syntax error before "
+            "renaming (its references would be missed)"
+        )
+
+
+def rename_spans(scope: Scope, symbol: Symbol, new_name: str) -> list[ast.Span]:
     """The spans to rewrite with `new_name`: the labels of `symbol`'s declarations and
     the last part of every reference to it, each once. Raises `RenameRefused` for a
     name that is not a valid label or that another `symbol.kind` block already has."""
@@ -86,25 +87,16 @@ def rename_spans(analysis: Analysis, symbol: Symbol, new_name: str) -> list[ast.
         )
     if new_name == symbol.name:
         return []
-    taken = analysis.symbols.declarations_of(symbol.kind, new_name)
+    taken = scope.symbols.declarations_of(symbol.kind, new_name)
     if taken:
         where = taken[0].name_span
         raise RenameRefused(
             f'a {symbol.kind} named "{new_name}" already exists '
             f"({Path(where.path).name}:{where.line})"
         )
-    spans = [d.name_span for d in declarations_for(analysis, symbol)]
-    spans += [r.name_span for r in references_for(analysis, symbol)]
+    spans = [d.name_span for d in scope.declarations(symbol)]
+    spans += [r.name_span for r in scope.references(symbol)]
     return list({(normal_path(s.path), s.start): s for s in spans}.values())
-
-
-def _unparsed(server: TideflowServer, analysis: Analysis) -> list[str]:
-    """The files the document's flows reached but could not parse (or decode)."""
-    found: list[str] = []
-    for root in server.flows.compile_for(analysis.path):
-        parsed = {normal_path(f.path) for f in root.result.files}
-        found += [p for p in root.result.sources if normal_path(p) not in parsed]
-    return found
 
 
 def _workspace_edit(
@@ -146,7 +138,8 @@ def register(server: TideflowServer) -> None:
             return None
         offset = analysis.lines.offset(params.position)
         try:
-            symbol, span = renameable(analysis, offset, _unparsed(server, analysis))
+            symbol, span = renameable(analysis, offset)
+            check_scope(Scope.of(server, analysis, symbol))
         except RenameRefused as reason:
             raise _refusal(reason) from None
         return lsp.PrepareRenamePlaceholder(
@@ -160,8 +153,10 @@ def register(server: TideflowServer) -> None:
             return None
         offset = analysis.lines.offset(params.position)
         try:
-            symbol, _ = renameable(analysis, offset, _unparsed(server, analysis))
-            spans = rename_spans(analysis, symbol, params.new_name)
+            symbol, _ = renameable(analysis, offset)
+            scope = Scope.of(server, analysis, symbol)
+            check_scope(scope)
+            spans = rename_spans(scope, symbol, params.new_name)
             return _workspace_edit(server, Locator(server, analysis), spans, params.new_name)
         except RenameRefused as reason:
             raise _refusal(reason) from None
