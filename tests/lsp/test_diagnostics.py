@@ -164,3 +164,42 @@ async def test_outline(client: LanguageClient, editor: Editor) -> None:
     assert [c.name for c in job.children] == ["run", "retry"]
     assert job.children[1].children is not None
     assert [c.name for c in job.children[1].children] == ["attempts"]
+
+
+async def test_an_included_file_is_checked_through_the_file_including_it(
+    client: LanguageClient, editor: Editor
+) -> None:
+    # main.flow is not open: the workspace folder tells who includes topics.flow
+    editor.write(
+        "main.flow",
+        'include "parts/topics.flow"\n\nbroker "main" {\n  kind = "embedded"\n}\n\n'
+        'job "a" {\n  run       = "shop.jobs:a"\n  publishes = topic.orders\n}\n',
+    )
+    text = 'topic "orders" {\n  broker = broker.main\n}\n'
+    uri = editor.open("parts/topics.flow", text)
+    # broker.main is main.flow's: only the warning that nothing consumes the topic
+    await editor.diagnostics(uri, lambda d: editor.codes(d) == ["W405"])
+
+    editor.replace(uri, text.replace("broker.main", "broker.mian"))
+    found = await editor.diagnostics(uri, lambda d: "E207" in editor.codes(d))
+    assert [d.data["replacement"] for d in found if d.data] == ["broker.main"]
+
+
+async def test_unsaved_text_of_an_included_file_counts(
+    client: LanguageClient, editor: Editor
+) -> None:
+    included_text = (
+        'broker "main" {\n  kind = "embedded"\n}\n\ntopic "orders" {\n  broker = broker.main\n}\n'
+    )
+    included = editor.open("ops.flow", included_text)
+    main = editor.open(
+        "main.flow",
+        'include "ops.flow"\n\njob "a" {\n  run       = "shop.jobs:a"\n'
+        "  publishes = topic.orders\n}\n",
+    )
+    await editor.diagnostics(main, lambda d: not d)
+    editor.replace(included, included_text.replace('topic "orders"', 'topic "order"'))
+    found = await editor.diagnostics(main, lambda d: "E207" in editor.codes(d))
+    (e207,) = found
+    assert e207.range.start == lsp.Position(line=4, character=14)
+    assert (editor.folder / "ops.flow").read_text() == included_text  # nothing saved

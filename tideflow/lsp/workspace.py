@@ -116,6 +116,7 @@ class Workspace:
         self._reparser = Reparser()  # parses only the blocks an edit touched
         self.generation = 0
         self._folders: list[str] = []
+        self._disk: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}  # scanned files
         self._scanned = False
 
     # --- documents ---------------------------------------------------------------
@@ -128,6 +129,8 @@ class Workspace:
     def update(self, uri: str, path: str, text: str, version: int | None) -> None:
         """A document was opened or changed."""
         path = normal_path(path)
+        if path not in self.documents:
+            self._scanned = False  # a file opened: who includes it may be news
         self.documents[path] = Document(uri, path, text, version)
         self._changed()
 
@@ -195,7 +198,8 @@ class Workspace:
             self._includes[normal_path(flow.path)] = include_targets(flow)
 
     def _scan(self) -> None:
-        """Learn the includes of the workspace folders' `.flow` files (once)."""
+        """Learn the includes of the workspace folders' `.flow` files: again after a
+        document is opened or files change on disk, reading only files that changed."""
         if self._scanned:
             return
         self._scanned = True
@@ -203,22 +207,36 @@ class Workspace:
         for folder in self._folders:
             for file in sorted(Path(folder).rglob("*.flow")):
                 path = normal_path(str(file))
-                if path in self._includes or path in self.documents:
+                if path in self.documents:
                     continue
                 count += 1
                 if count > MAX_SCANNED_FILES:
                     return
-                try:
-                    if file.stat().st_size > MAX_LIVE_SIZE:
-                        continue
-                    text = file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-                parsed = parse(text, path)
-                if parsed.file is not None:
-                    self._learn((parsed.file,))
+                self._scan_file(file, path)
         for document in self.documents.values():
             self._learn_document(document)
+
+    def _scan_file(self, file: Path, path: str) -> None:
+        try:
+            stat = file.stat()
+        except OSError:
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        known = self._disk.get(path)
+        if known is not None and known[0] == stamp:
+            self._includes[path] = known[1]
+            return
+        if stat.st_size > MAX_LIVE_SIZE:
+            return
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        parsed = parse(text, path)
+        if parsed.file is not None:
+            targets = include_targets(parsed.file)
+            self._disk[path] = (stamp, targets)
+            self._includes[path] = targets
 
     def _learn_document(self, document: Document) -> None:
         if len(document.text) > MAX_LIVE_SIZE:
@@ -263,7 +281,8 @@ class Workspace:
             document = self.documents.get(path)
             if document is not None:
                 self._learn_document(document)
-        return tuple(self.compile_root(root) for root in self.roots_of(path))
+        roots = [r for r in self.roots_of(path) if len(self.text_of(r) or "") <= MAX_LIVE_SIZE]
+        return tuple(self.compile_root(root) for root in roots or [path])
 
     def diagnostics_by_file(self, path: str) -> dict[str, tuple[str, tuple[Diagnostic, ...]]]:
         """For every file of the flows holding `path`: its text and its diagnostics."""
