@@ -122,6 +122,29 @@ async def test_rename_reaches_every_flow_that_includes_the_declaration(
         assert compile_flow(editor.folder / root).diagnostics == ()
 
 
+async def test_rename_follows_the_unsaved_text_of_an_open_file(
+    client: LanguageClient, editor: Editor
+) -> None:
+    folder = write_flow(client, editor)
+    jobs = await open_clean(editor, "jobs.flow")
+    # a line typed above the job, not saved: the label moves down one line
+    top = lsp.Range(start=lsp.Position(line=0, character=0), end=lsp.Position(line=0, character=0))
+    editor.edit(jobs, [lsp.TextEdit(range=top, new_text="# pulls the orders\n")])
+    typed = "# pulls the orders\n" + FLOW["jobs.flow"]
+    edit = await rename(client, jobs, position(typed, '"extract"', 3), "pull")
+    assert edit is not None and edit.document_changes is not None
+    versions = {
+        change.text_document.uri: change.text_document.version
+        for change in edit.document_changes
+        if isinstance(change, lsp.TextDocumentEdit)
+    }
+    assert versions[jobs] == 2  # the edit is for the text the editor has now
+    assert versions[f"{folder}/load.flow"] is None  # not open: the file on disk
+    edits = edits_by_uri(edit)
+    assert [place(e.range) for e in edits[jobs]] == [span(typed, '"extract"', 1, 8)]
+    assert applied(typed, edits[jobs]).startswith('# pulls the orders\njob "pull" {')
+
+
 async def test_rename_refused_on_a_collision_or_an_invalid_name(
     client: LanguageClient, editor: Editor
 ) -> None:
