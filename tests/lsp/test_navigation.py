@@ -107,7 +107,12 @@ def write_flow(client: LanguageClient, editor: Editor) -> str:
 
 async def open_clean(editor: Editor, name: str) -> str:
     """Open one file of the flow and wait until it is checked (and clean); its URI."""
-    uri = editor.open(name, FLOW[name])
+    return await open_clean_text(editor, name, FLOW[name])
+
+
+async def open_clean_text(editor: Editor, name: str, text: str) -> str:
+    """Open a document and wait until it is checked (and clean); its URI."""
+    uri = editor.open(name, text)
     await editor.diagnostics(uri, lambda found: not found)
     return uri
 
@@ -197,3 +202,25 @@ async def test_references_reach_every_flow_that_includes_the_declaration(
     at = position(FLOW["report.flow"], "job.extract", 6)
     audit = (f"{folder}/second.flow", span(SECOND_FLOW, "job.extract"))
     assert await references(client, uri, at, declaration=False) == uses(folder) | {audit}
+
+
+async def test_definition_of_another_flows_job(client: LanguageClient, editor: Editor) -> None:
+    billing = (
+        'flow "billing" {\n  timezone = "UTC"\n}\n\njob "close_month" {\n  run = "b:close"\n}\n'
+    )
+    payroll = 'job "pay" {\n  run = "p:pay"\n}\n'  # no `flow` block: named after its file
+    report = (
+        'job "report" {\n'
+        "  after = [flow.billing.job.close_month, flow.payroll.job.pay]\n"
+        '  run   = "r:report"\n'
+        "}\n"
+    )
+    folder = editor.folder.as_uri()
+    editor.write("accounts.flow", billing)
+    editor.write("payroll.flow", payroll)
+    uri = await open_clean_text(editor, "report.flow", report)
+    at = position(report, "flow.billing", 20)
+    close = (f"{folder}/accounts.flow", span(billing, '"close_month"'))
+    assert await definition(client, uri, at) == {close}
+    at = position(report, "flow.payroll", 2)
+    assert await definition(client, uri, at) == {(f"{folder}/payroll.flow", span(payroll, '"pay"'))}

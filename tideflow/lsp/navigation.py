@@ -10,8 +10,9 @@ another file.
 - Definition: from a reference to the label string of the block it names (every
   one, when a name is declared twice); from a label to itself; from the path of an
   `include` to the start of the file it names (resolved as the loader resolves
-  it). A job of another flow (`flow.X.job.Y`) has no declaration here: nothing is
-  returned.
+  it). A job of another flow (`flow.X.job.Y`) leads to its label in flow X, when
+  one of the flows of the document's folder is named X (as the compiler names a
+  flow: its `flow` block's label, else its root file's stem).
 - References: every reference to the declaration or reference under the cursor,
   with the declaration's label first when the client asks for it
   (`includeDeclaration`). A block declared in a file that several flows include
@@ -25,6 +26,7 @@ another file.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, final
@@ -33,10 +35,11 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
 from tideflow.dsl import ast
+from tideflow.dsl.loader import load_source
 
 from .index import Analysis, Declaration, Reference, SymbolIndex, index_files
 from .positions import LineIndex
-from .workspace import normal_path
+from .workspace import MAX_LIVE_SIZE, normal_path
 
 if TYPE_CHECKING:
     from .server import TideflowServer
@@ -46,6 +49,7 @@ __all__ = [
     "Scope",
     "Symbol",
     "declarations_for",
+    "other_flow_job",
     "references_in",
     "register",
     "symbol_at",
@@ -201,6 +205,28 @@ def _locations(locator: Locator, spans: list[ast.Span]) -> list[lsp.Location]:
     return [location for location in found if location is not None]
 
 
+def other_flow_job(server: TideflowServer, analysis: Analysis, symbol: Symbol) -> list[Declaration]:
+    """The declarations of `symbol`, a job of another flow, in the flows whose root
+    files lie in the document's folder (files that another file includes are parts
+    of flows, not roots); empty when no flow there has that name."""
+    if symbol.flow is None:
+        return []
+    found: list[Declaration] = []
+    own = normal_path(analysis.path)
+    for file in sorted(Path(analysis.path).parent.glob("*.flow")):
+        path = normal_path(str(file))
+        if path == own or server.flows.includers_of(path):
+            continue
+        text = server.flows.text_of(path)
+        if text is None or len(text) > MAX_LIVE_SIZE:
+            continue
+        loaded = load_source(text, path, include_root=server.flows.include_root)
+        labels = [b.label.value for b in loaded.blocks if b.type == "flow" and b.label]
+        if (labels[0] if labels else file.stem) == symbol.flow:
+            found += index_files(loaded.files).declarations_of("job", symbol.name)
+    return found
+
+
 def _include_target(
     server: TideflowServer, analysis: Analysis, offset: int
 ) -> list[lsp.Location] | None:
@@ -225,7 +251,12 @@ def register(server: TideflowServer) -> None:
         if hit is None:
             return _include_target(server, analysis, offset)
         symbol, found = hit
-        targets = (found,) if isinstance(found, Declaration) else declarations_for(analysis, symbol)
+        if isinstance(found, Declaration):
+            targets: Sequence[Declaration] = (found,)
+        elif symbol.flow is not None:
+            targets = other_flow_job(server, analysis, symbol)
+        else:
+            targets = declarations_for(analysis, symbol)
         return _locations(Locator(server, analysis), [label_span(d) for d in targets]) or None
 
     @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
