@@ -10,6 +10,10 @@ the items after by the edit's length and line count. The result equals a full
 parse (tests/lsp/test_reparse.py compares them); whenever that is not certain (no
 previous tree, a parser diagnostic before or after, an edit that touches the
 first or last line of an untouched item) it parses the whole text.
+
+`Reparser.recover` does the same for a text that does not parse: the last clean
+tree, with the items the change touched left out, so that an editor keeps its
+outline, completion and hover while a block is half written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any, final
 
 from tideflow.dsl import ast
 from tideflow.dsl.parser import ParseResult, parse
+
+from .analysis import recover
 
 __all__ = ["Reparser"]
 
@@ -152,10 +158,12 @@ class Reparser:
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[str, ParseResult]] = {}
+        self._good: dict[str, tuple[str, ast.FlowFile]] = {}  # the last clean parse
         self.partial_parses = 0  # how many parses reused a tree (for tests)
 
     def forget(self, path: str) -> None:
         self._last.pop(path, None)
+        self._good.pop(path, None)
 
     def parse(self, text: str, path: str) -> ParseResult:
         last = self._last.get(path)
@@ -167,12 +175,30 @@ class Reparser:
         else:
             self.partial_parses += 1
         self._last[path] = (text, result)
+        if result.file is not None and not result.diagnostics:
+            self._good[path] = (text, result.file)
         return result
 
-    def _reparse(self, old: str, previous: ParseResult, new: str, path: str) -> ParseResult | None:
-        tree = previous.file
-        if tree is None or previous.diagnostics:
+    def recover(self, text: str, path: str) -> ast.FlowFile | None:
+        """For a `text` that does not parse: the last tree of `path` that parsed
+        without problems, its items untouched by the change kept (those after it
+        moved) and the touched ones left out; None without such a tree."""
+        good = self._good.get(path)
+        if good is None:
             return None
+        return self._splice(good[0], good[1], text, path, partial=True)
+
+    def _reparse(self, old: str, previous: ParseResult, new: str, path: str) -> ParseResult | None:
+        if previous.file is None or previous.diagnostics:
+            return None
+        file = self._splice(old, previous.file, new, path, partial=False)
+        return ParseResult(file, ()) if file is not None else None
+
+    def _splice(
+        self, old: str, tree: ast.FlowFile, new: str, path: str, *, partial: bool
+    ) -> ast.FlowFile | None:
+        """`tree` (of `old`) made the tree of `new`: the items around the change parsed
+        again (left out when they do not parse and `partial`), the others reused."""
         prefix = _common_prefix(old, new)
         suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
         old_end, new_end = len(old) - suffix, len(new) - suffix
@@ -195,7 +221,14 @@ class Reparser:
         padded = _blank(new[:chunk_start]) + new[chunk_start:chunk_new_end]
         middle = parse(padded, path)
         if middle.file is None or middle.diagnostics:
-            return None
+            if not partial:
+                return None
+            # the blocks of the touched part that parse (a few parses of that part)
+            rescued = recover(padded, path)
+            middle_items = rescued.items if rescued is not None else ()
+            middle_comments = rescued.comments if rescued is not None else ()
+        else:
+            middle_items, middle_comments = middle.file.items, middle.file.comments
         lines = new.count("\n", prefix, new_end) - old.count("\n", prefix, old_end)
         kept = [c for c in tree.comments if c.span.end <= chunk_start]
         moved = [c for c in tree.comments if c.span.start >= chunk_old_end]
@@ -204,10 +237,9 @@ class Reparser:
             shift = _Shift(chars, lines)
             moved = [shift.comment(c) for c in moved]
             following = tuple(shift.item(i) for i in following)
-        file = ast.FlowFile(
+        return ast.FlowFile(
             path,
             new,
-            (*items[:before], *middle.file.items, *following),
-            (*kept, *middle.file.comments, *moved),
+            (*items[:before], *middle_items, *following),
+            (*kept, *middle_comments, *moved),
         )
-        return ParseResult(file, ())

@@ -36,6 +36,10 @@ MAX_LIVE_SIZE = 2_000_000
 """Characters above which a file is not analysed as one types (`tideflow lint` still
 checks it): a 10 MB file takes seconds to compile, which an editor cannot wait for."""
 
+MAX_RECOVERED_SIZE = 200_000
+"""Characters up to which a file that never parsed is parsed around its errors (a
+few full parses); a larger one shows the last tree that parsed."""
+
 MAX_SCANNED_FILES = 500
 """`.flow` files of the workspace folders read to learn who includes whom."""
 
@@ -303,6 +307,15 @@ class Workspace:
                     found[key][1].append(diagnostic)
         return {key: (text, tuple(items)) for key, (text, items) in found.items()}
 
+    def _recover(self, text: str, path: str) -> ast.FlowFile | None:
+        """The blocks of `text` that parse: from the last clean tree when there is
+        one, else by parsing around the error (a few full parses: small files only),
+        else the last tree that parsed, however old."""
+        found = self._reparser.recover(text, path)
+        if found is None and len(text) <= MAX_RECOVERED_SIZE:
+            found = recover(text, path)
+        return found or self._last_good.get(path)
+
     # --- analyses --------------------------------------------------------------------
 
     def analysis(self, uri: str) -> Analysis | None:
@@ -338,7 +351,7 @@ class Workspace:
         stale = False
         if flow is None:
             stale = True
-            flow = recover(document.text, document.path) or self._last_good.get(document.path)
+            flow = self._recover(document.text, document.path)
             if flow is not None:
                 files[document.path] = flow
         analysis = Analysis(
