@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -155,7 +156,15 @@ def schedule(server: TideflowServer, uri: str, delay: float) -> None:
     async def later() -> None:
         await asyncio.sleep(delay)
         server.pending.pop(uri, None)
-        publish(server, uri)
+        try:
+            publish(server, uri)
+        except Exception:  # a bug must not end diagnostics for the session: say it
+            server.window_log_message(
+                lsp.LogMessageParams(
+                    type=lsp.MessageType.Error,
+                    message=f"tideflow: diagnostics of {uri} failed:\n{traceback.format_exc()}",
+                )
+            )
 
     server.pending[uri] = asyncio.ensure_future(later())
 
