@@ -13,7 +13,7 @@ Compiled roots are cached until the next change of any document (`generation`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import final
@@ -81,6 +81,29 @@ class RootResult:
         return tuple(self.result.sources)
 
 
+MAX_SCANNED_FOLDERS = 2_000
+"""Folders walked looking for `.flow` files (a workspace may be a home folder)."""
+
+_SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__", "venv"})
+
+
+def _flow_files(folders: Iterable[str]) -> Iterator[Path]:
+    """The `.flow` files under `folders`, hidden and tool folders left out, in a
+    bounded walk."""
+    walked = 0
+    for folder in folders:
+        for here, subfolders, files in os.walk(folder):
+            walked += 1
+            if walked > MAX_SCANNED_FOLDERS:
+                return
+            subfolders[:] = sorted(
+                d for d in subfolders if not d.startswith(".") and d not in _SKIPPED_FOLDERS
+            )
+            for name in sorted(files):
+                if name.endswith(".flow"):
+                    yield Path(here) / name
+
+
 def normal_path(path: str) -> str:
     """One spelling of a file's path: absolute, normalised (as the loader joins them)."""
     return os.path.normpath(Path(path).absolute())
@@ -127,7 +150,9 @@ class Workspace:
 
     def add_folders(self, folders: Iterable[str]) -> None:
         """Workspace folders whose `.flow` files may include the open ones."""
-        self._folders.extend(normal_path(f) for f in folders)
+        for folder in folders:
+            if normal_path(folder) not in self._folders:
+                self._folders.append(normal_path(folder))
         self._scanned = False
 
     def update(self, uri: str, path: str, text: str, version: int | None) -> None:
@@ -208,15 +233,14 @@ class Workspace:
             return
         self._scanned = True
         count = 0
-        for folder in self._folders:
-            for file in sorted(Path(folder).rglob("*.flow")):
-                path = normal_path(str(file))
-                if path in self.documents:
-                    continue
-                count += 1
-                if count > MAX_SCANNED_FILES:
-                    return
-                self._scan_file(file, path)
+        for file in _flow_files(self._folders):
+            path = normal_path(str(file))
+            if path in self.documents:
+                continue
+            count += 1
+            if count > MAX_SCANNED_FILES:
+                return
+            self._scan_file(file, path)
         for document in self.documents.values():
             self._learn_document(document)
 
