@@ -7,9 +7,10 @@ blocks that did parse, or the last good AST, with `stale=True`; None when there 
 none), `diagnostics` (the compiler's `Diagnostic`s whose span lies in this file,
 1-based spans, exactly as `tideflow lint` reports them), `symbols` (a
 `SymbolIndex` over this file and every file of its flow: the files it includes and
-the open files that include it), `lines` (a `positions.LineIndex` of `text`:
-`lines.range(span)` is a span's LSP range, `lines.offset(position)` an LSP
-position's character offset) and `sources` (path -> text of every file read).
+the files, open or in the workspace folders, that include it), `lines` (a
+`positions.LineIndex` of `text`: `lines.range(span)` is a span's LSP range,
+`lines.offset(position)` an LSP position's character offset) and `sources` (path ->
+text of every file read).
 `SymbolIndex` holds `declarations` (`Declaration`: `kind` = the block type,
 "job", "topic", "broker", "pool", "consumer", "notify", "flow", ...; `name` = its
 label; `name_span` = the label without its quotes; `span` = the whole block;
