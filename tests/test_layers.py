@@ -32,10 +32,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "compiler": frozenset({"api", "dsl", "host"}),
     "runtime": frozenset({"api", "dsl", "compiler", "host"}),
     "plugins": frozenset({"api"}),
+    # the language server: the compiler's view of a file, never the runtime
+    "lsp": frozenset({"api", "dsl", "compiler", "host", "root"}),
     # `tideflow` itself: the version and lazy exports for handler authors
     "root": frozenset({"api", "dsl", "compiler", "host", "runtime"}),
     "web": frozenset({"api", "dsl", "compiler", "host", "runtime", "root"}),
-    "tideflow": frozenset({"api", "dsl", "compiler", "host", "runtime", "plugins", "web", "root"}),
+    "tideflow": frozenset(
+        {"api", "dsl", "compiler", "host", "runtime", "plugins", "web", "root", "lsp"}
+    ),
 }
 
 # the packages whose source lives in their own top-level directory
@@ -56,8 +60,8 @@ def room_of(module: str) -> str:
         return "plugins"
     if second in ("dsl", "compiler", "runtime"):
         return second
-    if second == "web":
-        return "web"
+    if second in ("web", "lsp"):
+        return second
     return "tideflow"  # the CLI, tideflow.testing, __main__
 
 
