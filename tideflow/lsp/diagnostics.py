@@ -7,16 +7,17 @@ json` puts them in `detail`. A "did you mean" is also kept, as the text that wou
 replace the diagnostic's span, in the LSP diagnostic's `data` (`{"replacement":
 ...}`), for the quick fix (tideflow.lsp.actions).
 
-Debounced: the first change after a pause is compiled at once; a change that
-follows another within `server.debounce` seconds waits that long for the next, so
-that a burst of keystrokes compiles once, after its last.
+Debounced without a fixed wait: a change is compiled at once, unless the previous
+change of the document is still waiting to be (changes arrive faster than they
+compile); then the burst waits `server.debounce` seconds for its last change and
+compiles once. Compiling blocks the server's loop, so the keystrokes typed
+meanwhile are read together afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -187,12 +188,10 @@ def register(server: TideflowServer) -> None:
     def did_change(ls: TideflowServer, params: lsp.DidChangeTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.sync_document(uri)
-        # the first change after a pause compiles at once; those that follow it
-        # closely (a burst of keystrokes) wait for the burst to end
-        now = time.monotonic()
-        typing = now - ls.last_change.get(uri, -ls.debounce) < ls.debounce
-        ls.last_change[uri] = now
-        schedule(ls, uri, ls.debounce if typing or uri in ls.pending else 0)
+        # a change compiles at once, unless the last one is still waiting to: then
+        # changes arrive faster than they compile (a burst of keystrokes, read
+        # together while the server was busy) and the burst's last one is awaited
+        schedule(ls, uri, ls.debounce if uri in ls.pending else 0)
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def files_changed(ls: TideflowServer, params: lsp.DidChangeWatchedFilesParams) -> None:

@@ -67,7 +67,6 @@ class TideflowServer(LanguageServer):
         self.debounce = debounce
         self.pending: dict[str, asyncio.Future[None]] = {}  # uri -> diagnostics to publish
         self.published: dict[str, set[str]] = {}  # uri -> the uris its flows published to
-        self.last_change: dict[str, float] = {}  # uri -> time.monotonic() of its last change
         self.flows = Workspace(
             catalog=_catalog,
             rules=_rules,
