@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) bench/autoscale_bench.py
 	$(PY) bench/hostile_bench.py
 	$(PY) bench/memory_bench.py
+	$(PY) bench/lsp_bench.py
 
 # Coverage-guided fuzzing of the parser, checks, reports and fmt for FUZZ_FOR seconds
 # (default 600); the corpus grows in bench/fuzz/corpus, findings land in out/fuzz/.
