@@ -203,3 +203,16 @@ async def test_unsaved_text_of_an_included_file_counts(
     (e207,) = found
     assert e207.range.start == lsp.Position(line=4, character=14)
     assert (editor.folder / "ops.flow").read_text() == included_text  # nothing saved
+
+
+async def test_a_burst_of_changes_ends_with_the_last_ones_diagnostics(
+    client: LanguageClient, editor: Editor
+) -> None:
+    uri = editor.open("burst.flow", MISSPELT)
+    await editor.diagnostics(uri, lambda d: editor.codes(d) == ["E207"])
+    for letter in "abcde":  # sent together, as a fast typist's keystrokes
+        editor.replace(uri, MISSPELT.replace("job.extrct", f"job.extract{letter}"))
+    last = MISSPELT.replace("job.extrct", "job.extract").replace("run   =", "rnu   =")
+    editor.replace(uri, last)
+    found = await editor.diagnostics(uri, lambda d: "E207" not in editor.codes(d))
+    assert "E202" in editor.codes(found)
