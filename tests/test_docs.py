@@ -235,8 +235,13 @@ def check_table(title: str, fields: tuple[api.Field, ...]) -> list[str]:
         expected = expected_default_cell(field)
         if cells[2] != expected:
             problems.append(f"`{field.name}`: default cell is {cells[2]!r}, expected {expected!r}")
+        # the meaning is the schema's own text (what `tideflow lsp` shows on hover),
+        # with the page's links around some of its words
+        meaning = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", cells[3]).replace("\\|", "|")
         if not cells[3]:
             problems.append(f"`{field.name}`: no meaning")
+        elif meaning != field.doc:
+            problems.append(f"`{field.name}`: meaning cell is {cells[3]!r}, expected {field.doc!r}")
         if field.example and cells[4] != f"`{field.name} = {field.example}`":
             problems.append(
                 f"`{field.name}`: example cell is {cells[4]!r}, "
