@@ -24,6 +24,18 @@ def test_without_pygls_it_says_which_extra_to_install(monkeypatch: pytest.Monkey
     assert "pip install 'tideflow[lsp]'" in result.output
 
 
+def test_a_missing_dependency_of_pygls_says_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pygls present but one of its own dependencies gone (a partial install): the
+    same advice, naming what is missing, not "a bug in tideflow"."""
+    for name in [m for m in sys.modules if m.startswith(("pygls", "cattrs", "tideflow.lsp"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cattrs", None)
+    result = CliRunner().invoke(main, ["lsp"])
+    assert result.exit_code == 2
+    assert "cattrs is missing" in result.output
+    assert "pip install 'tideflow[lsp]'" in result.output
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

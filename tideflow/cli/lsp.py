@@ -23,7 +23,8 @@ def lsp_command(port: int | None) -> None:
     try:  # lazy: pygls is the optional `lsp` extra
         from tideflow.lsp.server import build_server
     except ImportError as exc:
-        if (exc.name or "").partition(".")[0] not in ("pygls", "lsprotocol"):
+        # pygls, lsprotocol or one of theirs (cattrs, ...); a tideflow module is a bug
+        if (exc.name or "tideflow").partition(".")[0] == "tideflow":
             raise
         raise UsageProblem(
             f"the language server needs the `lsp` extra ({exc.name} is missing): "
