@@ -58,6 +58,9 @@ class RetryPolicy:
 class Resources:
     cpu: float | None = None
     memory: int | None = None  # bytes
+    gpu: int | None = None
+    # the executor's own entries (its `resource_options`), as written
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class FlowInfo:
     timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 16
+    executor: str | None = None  # the default executor block's name; None: local
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,16 @@ class BrokerNode:
     name: str
     kind: str
     options: Mapping[str, Any]  # validated against the backend's option schema
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorNode:
+    """An `executor "NAME" { kind = ... }` block: where the jobs naming it run."""
+
+    name: str
+    kind: str
+    options: Mapping[str, Any]  # validated against the executor's option schema
     description: str | None = None
 
 
@@ -124,6 +138,8 @@ class JobNode:
     resources: Resources = field(default_factory=Resources)
     params: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, TextValue] = field(default_factory=dict)
+    # the executor block it runs on (its own or the flow's); None: the built-in local
+    executor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +187,9 @@ class NotifyNode:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-NodeRecord: TypeAlias = BrokerNode | TopicNode | PoolNode | JobNode | ConsumerNode | NotifyNode
+NodeRecord: TypeAlias = (
+    BrokerNode | TopicNode | PoolNode | JobNode | ConsumerNode | NotifyNode | ExecutorNode
+)
 
 NODE_KINDS: Mapping[type, str] = {
     BrokerNode: "broker",
@@ -180,6 +198,7 @@ NODE_KINDS: Mapping[type, str] = {
     JobNode: "job",
     ConsumerNode: "consumer",
     NotifyNode: "notify",
+    ExecutorNode: "executor",
 }
 
 
@@ -189,6 +208,7 @@ class EdgeKind(enum.StrEnum):
     CONSUMES = "consumes"
     USES_BROKER = "uses_broker"
     USES_POOL = "uses_pool"
+    RUNS_ON = "runs_on"
     DEAD_LETTERS = "dead_letters"
 
 
@@ -317,6 +337,10 @@ class FlowIR:
     @property
     def notifiers(self) -> dict[str, NotifyNode]:
         return {r.name: r for r in self.records("notify")}
+
+    @property
+    def executors(self) -> dict[str, ExecutorNode]:
+        return {r.name: r for r in self.records("executor")}
 
     def dependency_graph(self) -> nx.DiGraph:
         """Jobs only, with edges from each dependency to its dependent (execution order)."""

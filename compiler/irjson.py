@@ -23,6 +23,7 @@ from .ir import (
     ConsumerNode,
     EdgeKind,
     EnvRef,
+    ExecutorNode,
     FlowInfo,
     FlowIR,
     JobNode,
@@ -45,6 +46,7 @@ _RECORDS: Mapping[str, type[Any]] = {
     "job": JobNode,
     "consumer": ConsumerNode,
     "notify": NotifyNode,
+    "executor": ExecutorNode,
 }
 # record fields that hold another record: decoded by class, not as plain data
 _NESTED: Mapping[type[Any], Mapping[str, type[Any]]] = {

@@ -31,6 +31,7 @@ from tideflow.dsl.suggest import suggest
 
 from .api import hooks
 from .api.backends import Backend, Broker, Notifier, Scaler, backend_summary
+from .api.executors import Executor
 from .api.lint import LintRule
 from .api.options import BackendSpec, Catalog
 from .api.registry import BackendRegistry, LintRuleRegistry
@@ -83,6 +84,7 @@ BACKEND_HOOKS: Mapping[str, tuple[str, type[Backend]]] = {
     "broker": ("tideflow_register_brokers", Broker),
     "scaler": ("tideflow_register_scalers", Scaler),
     "notifier": ("tideflow_register_notifiers", Notifier),
+    "executor": ("tideflow_register_executors", Executor),
 }
 LINT_HOOK = "tideflow_lint_rules"
 
@@ -225,6 +227,11 @@ class PluginSet:
     def notifier_class(self, name: str) -> type[Notifier]:
         cls = self.backend_class("notifier", name)
         assert issubclass(cls, Notifier)
+        return cls
+
+    def executor_class(self, name: str) -> type[Executor]:
+        cls = self.backend_class("executor", name)
+        assert issubclass(cls, Executor)
         return cls
 
 
@@ -460,6 +467,9 @@ def _collect(
             backend_summary(cls),
             partitioned=issubclass(cls, Broker) and cls.partitioned,
             subject_routed=issubclass(cls, Broker) and cls.subject_routed,
+            remote=issubclass(cls, Executor) and cls.remote,
+            resource_options=cls.resource_options if issubclass(cls, Executor) else (),
+            capacity=cls.capacity if issubclass(cls, Executor) else None,
         )
         entry = BackendEntry(kind, cls.name, spec, cls, infos[candidate.name])
         taken = backends[kind].get(cls.name)

@@ -6,6 +6,7 @@ and third-party plugins alike stand on. `docs/plugins.md` has the table.
 
 - `options`: option schemas (`Field`, `StringType`, `DurationType`, ...);
 - `backends`: the interfaces (`Broker`, `Scaler`, `Notifier`) and `BackendContext`;
+- `executors`: the `Executor` interface and what it is handed and gives back;
 - `messages`: `Message`, `OutgoingMessage`, `BacklogReading`, `NotifyEvent`, ...;
 - `errors`: `BackendError` and its kinds;
 - `abilities`: optional abilities, checked with `isinstance`;
@@ -28,6 +29,18 @@ from .backends import (
     ready_message,
 )
 from .errors import BackendClosedError, BackendConfigError, BackendError, UnknownTopicError
+from .executors import (
+    ATTEMPT_RESULT_STATUSES,
+    AttemptError,
+    AttemptHandle,
+    AttemptRequest,
+    AttemptResources,
+    AttemptResult,
+    Executor,
+    SecretEnv,
+    reply_from_json,
+    worker_argv,
+)
 from .hooks import PROJECT_NAME, hookimpl
 from .lint import LintRule
 from .messages import (
@@ -65,9 +78,15 @@ from .options import (
 from .registry import BackendRegistry, LintRuleRegistry, RegistrationError
 
 __all__ = [
+    "ATTEMPT_RESULT_STATUSES",
     "DEFAULT_DRAIN_TIMEOUT",
     "PROJECT_NAME",
     "SUBJECT_HEADER",
+    "AttemptError",
+    "AttemptHandle",
+    "AttemptRequest",
+    "AttemptResources",
+    "AttemptResult",
     "Backend",
     "BackendClosedError",
     "BackendConfigError",
@@ -86,6 +105,7 @@ __all__ = [
     "DurationType",
     "EnumType",
     "EnvRef",
+    "Executor",
     "Field",
     "IntType",
     "LintRule",
@@ -105,6 +125,7 @@ __all__ = [
     "ReportsCrashLoops",
     "Scaler",
     "ScheduleType",
+    "SecretEnv",
     "SecretRef",
     "SizeType",
     "StringType",
@@ -114,4 +135,6 @@ __all__ = [
     "check_backend_class",
     "hookimpl",
     "ready_message",
+    "reply_from_json",
+    "worker_argv",
 ]

@@ -93,7 +93,7 @@ class Backend(abc.ABC):
     """What brokers, scalers and notifiers share: a name, an option schema, a
     configuration checked against it, and `async with` support."""
 
-    kind: ClassVar[str]  # "broker" | "scaler" | "notifier": the catalog it goes in
+    kind: ClassVar[str]  # "broker" | "scaler" | "notifier" | "executor": its catalog
     name: ClassVar[str]
     options: ClassVar[tuple[Field, ...]] = ()
 

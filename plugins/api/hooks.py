@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pluggy import HookimplOpts, HookspecOpts
 
     from .backends import Broker, Notifier, Scaler
+    from .executors import Executor
     from .registry import BackendRegistry, LintRuleRegistry
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "hookimpl",
     "tideflow_lint_rules",
     "tideflow_register_brokers",
+    "tideflow_register_executors",
     "tideflow_register_notifiers",
     "tideflow_register_scalers",
 ]
@@ -123,6 +125,19 @@ def tideflow_register_notifiers(registry: BackendRegistry[Notifier]) -> None:
     checked against its ``options``.
 
     .. versionadded:: 0.1.0
+    """
+
+
+@hookspec
+def tideflow_register_executors(registry: BackendRegistry[Executor]) -> None:
+    """Register executor classes: call ``registry.register(cls)`` for each subclass
+    of :class:`tideflow.plugins.api.Executor` the plugin provides.
+
+    An ``executor`` block names one by its ``name`` (``kind = "dask"``) and is
+    checked against its ``options``; a job runs on it with
+    ``executor = executor.NAME``.
+
+    .. versionadded:: 0.3.0
     """
 
 

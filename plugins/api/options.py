@@ -12,7 +12,7 @@ option may hold one); a backend never receives one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -266,6 +266,12 @@ class BackendSpec:
     doc: str = ""
     partitioned: bool = False  # brokers: instances beyond the partition count idle
     subject_routed: bool = False  # brokers: topics' `subjects` decide where a message goes
+    remote: bool = False  # executors: attempts run off the orchestrator's machine
+    resource_options: tuple[str, ...] = ()  # executors: extra `resources` entries it takes
+    # executors: the most one attempt can get, by resource, as the block's options say
+    capacity: Callable[[Mapping[str, Any]], Mapping[str, float] | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)

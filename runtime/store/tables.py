@@ -111,6 +111,9 @@ attempts = sa.Table(
     sa.Column("error_traceback", sa.Text),
     sa.Column("error_function", sa.String(300)),
     sa.Column("error_location", sa.String(500)),
+    sa.Column("executor", sa.String(200)),
+    sa.Column("executor_ref", sa.String(300)),
+    sa.Column("executor_where", sa.String(500)),
     sa.UniqueConstraint("job_run_id", "number"),
 )
 

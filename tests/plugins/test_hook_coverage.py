@@ -45,6 +45,7 @@ def test_hooks_exist() -> None:
     assert HOOKS == [
         "tideflow_lint_rules",
         "tideflow_register_brokers",
+        "tideflow_register_executors",
         "tideflow_register_notifiers",
         "tideflow_register_scalers",
     ]
