@@ -31,6 +31,8 @@ import struct
 import sys
 import traceback
 from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -313,14 +315,176 @@ def serve(requests_fd: int, results_fd: int, logs_fd: int) -> None:
         write_all(results_fd, encode_frame(run_attempt(request, logger, publishers)))
 
 
+# --- one attempt, then exit (an executor on another machine) -------------------------
+
+
+class _TextRecordWriter(logging.Handler):
+    """Writes each record as a line "LEVEL message" to stderr (no log file given)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.addFilter(redaction.RedactingFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _read_request(source: str) -> dict[str, Any]:
+    if source.startswith("env:"):
+        text = os.environ.get(source[4:])
+        if text is None:
+            raise SystemExit(f"tideflow: no attempt request in ${source[4:]}")
+    else:
+        text = Path(source).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _once_request(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The worker request of an `AttemptRequest`'s JSON, and its secret values (a
+    secret without a value in the request is the process's own variable: the engine
+    set it, e.g. from a Kubernetes Secret)."""
+    env = dict(data.get("env") or {})
+    secret_values: list[str] = []
+    for var, secret in (data.get("secret_env") or {}).items():
+        value = secret.get("value")
+        if value is None:
+            value = os.environ.get(var)
+        if value is not None:
+            env[var] = value
+            secret_values.append(value)
+    scheduled = data.get("scheduled_at")
+    publishers = data.get("publishers") or {}
+    factory = data.get("publisher_factory")
+    request = {
+        "target": data.get("target"),
+        "run_id": data["run_id"],
+        "flow": data["flow"],
+        "job": data["job"],
+        "attempt": data["attempt"],
+        "scheduled_at": datetime.fromisoformat(scheduled) if scheduled else None,
+        "params": data.get("params") or {},
+        "env": env,
+        "secrets": tuple(secret_values),
+        "publishes": tuple(data.get("publishes") or ()),
+        "publisher": (factory, publishers) if publishers and factory else None,
+        "sys_path": tuple(data.get("sys_path") or ()),
+    }
+    return request, secret_values
+
+
+def _run_command(argv: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+    import subprocess
+
+    try:
+        code = subprocess.call(argv, env={**os.environ, **env})
+    except OSError as exc:
+        message = f"cannot run `{argv[0]}`: {exc.strerror or exc}"
+        return {"ok": False, "error": (qualified_name(type(exc)), message, "", None, None)}
+    if code == 0:
+        return {"ok": True, "error": None, "exit_code": 0}
+    if code < 0:
+        what = f"`{argv[0]}` {_describe_signal(-code)}"
+        error = ("tideflow.runtime.commands.CommandFailed", what, "", None, None)
+        return {"ok": False, "crashed": True, "error": error, "exit_code": code}
+    what = f"`{argv[0]}` exited with code {code}"
+    error = ("tideflow.runtime.commands.CommandFailed", what, "", None, None)
+    return {"ok": False, "error": error, "exit_code": code}
+
+
+def _describe_signal(number: int) -> str:
+    import signal
+
+    try:
+        return f"was killed by {signal.Signals(number).name}"
+    except ValueError:
+        return f"was killed by signal {number}"
+
+
+def _termination_summary(reply: Mapping[str, Any], limit: int = 4096) -> str:
+    """The reply, short enough for a Kubernetes termination message (4 KB): the
+    traceback keeps its last lines."""
+    error = reply.get("error")
+    summary: dict[str, Any] = {
+        "ok": bool(reply.get("ok")),
+        "exit_code": reply.get("exit_code"),
+        "crashed": bool(reply.get("crashed")),
+        "error": list(error) if error else None,
+    }
+    text = json.dumps(summary)
+    if error and len(text.encode()) > limit:
+        kind, message, trace, function, location = error
+        message = message[:1000]
+        lines = trace.splitlines()
+        while lines:
+            summary["error"] = [kind, message, "\n".join(lines), function, location]
+            text = json.dumps(summary)
+            if len(text.encode()) <= limit:
+                break
+            lines = lines[len(lines) // 4 + 1 :]
+        else:
+            summary["error"] = [kind, message, "", function, location]
+            text = json.dumps(summary)
+    return text
+
+
+def run_once(
+    source: str, reply_path: str | None, logs_path: str | None, termination_log: str | None
+) -> int:
+    """Run the attempt whose `AttemptRequest` JSON `source` holds (a path, or
+    `env:NAME`); write its outcome to `reply_path` and `termination_log`. Returns
+    the exit code: 0 for a success, the job's code (or 1) for a failure."""
+    redaction.configure()
+    data = _read_request(source)
+    request, secret_values = _once_request(data)
+    redaction.remember(secret_values)
+    if data.get("command") is not None:
+        reply = _run_command(list(data["command"]), request["env"])
+    else:
+        if logs_path is not None:
+            logs_fd = os.open(logs_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            logger = _job_logger(logs_fd)
+        else:
+            logger = logging.getLogger(JOB_LOGGER)
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
+            logger.addHandler(_TextRecordWriter())
+        reply = run_attempt(request, logger, _Publishers())
+    text = json.dumps(reply, default=str)
+    if reply_path is not None:
+        part = Path(reply_path + ".part")
+        part.write_text(text, encoding="utf-8")
+        part.replace(reply_path)  # whole or absent: a reader never sees half a reply
+    if termination_log is not None:
+        with contextlib.suppress(OSError):
+            Path(termination_log).write_text(_termination_summary(reply), encoding="utf-8")
+    if reply.get("ok"):
+        return 0
+    code = reply.get("exit_code")
+    return code if isinstance(code, int) and code > 0 else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tideflow.runtime.job_worker")
-    parser.add_argument("--requests", type=int, required=True)
-    parser.add_argument("--results", type=int, required=True)
-    parser.add_argument("--logs", type=int, required=True)
+    parser.add_argument("--requests", type=int)
+    parser.add_argument("--results", type=int)
+    parser.add_argument("--logs", type=int)
+    parser.add_argument("--once", metavar="REQUEST", help="run one attempt: a path or env:VAR")
+    parser.add_argument("--reply", metavar="PATH")
+    parser.add_argument("--logs-file", metavar="PATH")
+    parser.add_argument("--termination-log", metavar="PATH")
     args = parser.parse_args(argv)
+    if args.once is not None:
+        sys.exit(run_once(args.once, args.reply, args.logs_file, args.termination_log))
+    if args.requests is None or args.results is None or args.logs is None:
+        parser.error("--requests, --results and --logs are required (or --once)")
     serve(args.requests, args.results, args.logs)
 
 
