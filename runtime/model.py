@@ -126,6 +126,9 @@ class AttemptRow:
     stdout: str
     stderr: str
     error: ErrorInfo | None
+    executor: str | None = None  # the executor block it ran on; None: the built-in local
+    executor_ref: str | None = None  # the engine's name for it (re-attaching goes by it)
+    executor_where: str | None = None  # where it ran, as the executor said
 
 
 @dataclass(frozen=True, slots=True)

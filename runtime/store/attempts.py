@@ -51,8 +51,13 @@ class AttemptQueries(StoreBase):
         pid: int | None = None,
         orchestrator_id: int | None = None,
         at: datetime | None = None,
+        executor: str | None = None,
+        executor_ref: str | None = None,
+        executor_where: str | None = None,
     ) -> int:
-        """Record a new running attempt and mark its job run running, in one transaction."""
+        """Record a new running attempt and mark its job run running, in one transaction.
+        `executor` names the executor block (None: the built-in local one) and
+        `executor_ref` the engine's name for the attempt, to re-attach by."""
         at = at or utcnow()
         with self._write() as conn:
             result = conn.execute(
@@ -66,6 +71,9 @@ class AttemptQueries(StoreBase):
                     orchestrator_id=orchestrator_id,
                     stdout="",
                     stderr="",
+                    executor=executor,
+                    executor_ref=executor_ref,
+                    executor_where=executor_where,
                 )
             )
             run = t.job_runs

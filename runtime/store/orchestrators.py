@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -126,10 +126,28 @@ class OrchestratorQueries(StoreBase):
             ).scalar()
         return value
 
+    def running_attempts(self, flows: Iterable[str]) -> list[AttemptRow]:
+        """The attempts recorded as `running` for these flows (at start-up: those an
+        orchestrator that died left; the remote ones among them may still run)."""
+        runs, att = t.job_runs, t.attempts
+        query = (
+            sa.select(att)
+            .join(runs, runs.c.id == att.c.job_run_id)
+            .where(att.c.status == str(AttemptStatus.RUNNING), runs.c.flow.in_(list(flows)))
+            .order_by(att.c.id)
+        )
+        with self._read() as conn:
+            return [attempt_of(r) for r in conn.execute(query)]
+
     def mark_lost(
-        self, flows: Iterable[str], *, except_orchestrator: int | None = None
+        self,
+        flows: Iterable[str],
+        *,
+        except_orchestrator: int | None = None,
+        keep: Collection[int] = (),
     ) -> list[AttemptRow]:
-        """Mark attempts still `running` for these flows as lost and return them.
+        """Mark attempts still `running` for these flows as lost and return them,
+        except those whose ids are in `keep` (remote attempts being re-attached to).
 
         Called at start-up: no attempt of ours can be running before we start any,
         so whatever is recorded as running belongs to an orchestrator that died.
@@ -146,6 +164,8 @@ class OrchestratorQueries(StoreBase):
                     att.c.orchestrator_id.is_(None), att.c.orchestrator_id != except_orchestrator
                 )
             )
+        if keep:
+            query = query.where(att.c.id.not_in(list(keep)))
         now = utcnow()
         with self._write() as conn:
             rows = conn.execute(query).all()

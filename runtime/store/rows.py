@@ -85,6 +85,9 @@ def attempt_of(r: Any) -> AttemptRow:
         stdout=r.stdout or "",
         stderr=r.stderr or "",
         error=error,
+        executor=r.executor,
+        executor_ref=r.executor_ref,
+        executor_where=r.executor_where,
     )
 
 
