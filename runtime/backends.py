@@ -1,4 +1,4 @@
-"""Building backends (brokers, scalers, notifiers) from a compiled flow.
+"""Building backends (brokers, scalers, notifiers, executors) from a compiled flow.
 
 The one place where an IR block becomes a live backend object: options are the
 compiler-validated ones, `env()`/`secret()` are read from this process's
@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tideflow.compiler.ir import ConsumerNode, EnvRef, FlowIR, NotifyNode, SecretRef
+from tideflow.compiler.ir import ConsumerNode, EnvRef, ExecutorNode, FlowIR, NotifyNode, SecretRef
 from tideflow.compiler.irjson import to_json
-from tideflow.plugins.api import BackendContext, Broker, Notifier, Scaler
+from tideflow.plugins.api import BackendContext, Broker, Executor, Notifier, Scaler
 from tideflow.plugins.manager import installed_plugins
 
 from .secrets import resolve_value
@@ -82,3 +82,9 @@ def open_notifier(flow: FlowIR, notify: NotifyNode) -> Notifier:
     options = resolved_options(notify.options, f'notify "{notify.name}"')
     notifier_class = installed_plugins().notifier_class(notify.kind)
     return notifier_class(options, context=_context(flow, notify.name))
+
+
+def open_executor(flow: FlowIR, executor: ExecutorNode) -> Executor:
+    options = resolved_options(executor.options, f'executor "{executor.name}"')
+    executor_class = installed_plugins().executor_class(executor.kind)
+    return executor_class(options, context=_context(flow, executor.name))

@@ -44,7 +44,8 @@ from .backends import open_broker, open_scaler, open_topic_broker
 from .clock import Clock, SystemClock
 from .consumer.dead_letter import dead_letter_group
 from .executor import Executor, RunRequest
-from .model import DeadLetterRow, RunStatus, TriggerKind
+from .executor.remote import ExecutorUnavailable
+from .model import AttemptRow, DeadLetterRow, RunStatus, TriggerKind
 from .notify import Notifications, dead_letter_event
 from .scheduler import FireRequest, Scheduler
 from .secrets import UnresolvedValueError
@@ -239,12 +240,45 @@ class Orchestrator:
             )
         self.runtimes[flow.info.name] = runtime
 
+    async def _adoptable(self) -> list[AttemptRow]:
+        """The attempts a previous orchestrator left running on remote executors that
+        still hold them (to re-attach to); the rest of its attempts are lost."""
+        adoptable: list[AttemptRow] = []
+        held: dict[tuple[str, str], set[str] | None] = {}
+        for row in self.store.running_attempts(self.names):
+            if row.executor is None or row.executor_ref is None:
+                continue
+            job_run = self.store.job_run(row.job_run_id)
+            runtime = self.runtimes.get(job_run.flow) if job_run is not None else None
+            if runtime is None:
+                continue
+            key = (runtime.flow.info.name, row.executor)
+            if key not in held:
+                try:
+                    held[key] = await runtime.executor.held_attempts(row.executor)
+                except ExecutorUnavailable as exc:
+                    log.warning("%s: its attempts left running count as lost", exc)
+                    held[key] = None
+            refs = held[key]
+            if refs is not None and row.executor_ref in refs:
+                adoptable.append(row)
+        return adoptable
+
     async def _recover(self) -> None:
-        lost = self.store.mark_lost(self.names, except_orchestrator=self.id)
+        adopted = await self._adoptable()
+        lost = self.store.mark_lost(
+            self.names, except_orchestrator=self.id, keep=[a.id for a in adopted]
+        )
         unfinished = self.store.unfinished_flow_runs(self.names)
+        if adopted:
+            log.warning(
+                "%d attempt(s) a previous orchestrator started still run on their executors: "
+                "re-attached",
+                len(adopted),
+            )
         for name, runtime in self.runtimes.items():
             flow_runs = [r.id for r in unfinished if r.flow == name]
-            resumed = await runtime.executor.recover(lost, flow_runs)
+            resumed = await runtime.executor.recover(lost, flow_runs, adopted)
             if resumed:
                 log.warning(
                     'flow "%s": resumed %d run(s) left unfinished by a previous orchestrator',

@@ -29,6 +29,7 @@ __all__ = [
     "AttemptRunner",
     "AttemptTimeout",
     "JobSpec",
+    "RecordStart",
     "RunningAttempt",
     "UnschedulableError",
     "WorkerCrashed",
@@ -87,6 +88,21 @@ class RunningAttempt:
         self.killing: asyncio.Task[None] | None = None
 
 
+class RecordStart(Protocol):
+    """Records an attempt's start and returns its id: `pid` of a local process, or
+    the `executor` block with the engine's `ref` for it and `where` it runs."""
+
+    def __call__(
+        self,
+        pid: int | None,
+        at: datetime,
+        *,
+        executor: str | None = None,
+        ref: str | None = None,
+        where: str | None = None,
+    ) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """Attempt `number` of job run `job_run_id`, handed to an attempt runner.
@@ -102,7 +118,7 @@ class Attempt:
     scheduled_at: datetime | None
     params: Mapping[str, Any]  # the flow run's, over the job's own
     spec: JobSpec
-    record_start: Callable[[int | None, datetime], int]
+    record_start: RecordStart
     watch: Callable[[RunningAttempt], Callable[[], None]]
 
 

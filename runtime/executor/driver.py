@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from tideflow.compiler.ir import FlowIR, JobNode
+from tideflow.runtime.backends import open_executor
 from tideflow.runtime.context import DEFAULT_PUBLISHER_FACTORY, publishing_ir_json
 from tideflow.runtime.dag import Decision, RunPlan, decide, plan_run, skip_reason
 from tideflow.runtime.job_worker import qualified_name
@@ -42,6 +43,7 @@ from .attempts import summary as attempt_summary
 from .cancellation import CANCEL_POLL_SECONDS, KILL_GRACE_SECONDS
 from .local import LocalAttempts
 from .notifications import Deliveries, Notify, RunEvent
+from .remote import ExecutorUnavailable, PluginAttempts
 from .state import FlowRunState, JobRunState
 
 __all__ = ["Executor", "ExecutorClosedError", "RunRequest", "SubmitRequest"]
@@ -128,6 +130,23 @@ class Executor:
         )
         self.pool = local.pool  # the worker processes of this machine
         self.runner: AttemptRunner = local
+        # by executor block (None: the built-in local executor); a block of kind
+        # `local` shares this machine's pool unless it asks for fresh processes
+        self.runners: dict[str | None, AttemptRunner] = {None: local}
+        self.remote_blocks: set[str] = set()
+        for block in flow.executors.values():
+            if block.kind == "local" and not block.options.get("isolate"):
+                self.runners[block.name] = local
+                continue
+            plugin = open_executor(flow, block)
+            self.runners[block.name] = PluginAttempts(
+                plugin,
+                block.name,
+                publisher_factory=self.publisher_factory,
+                sys_path=(source_dir,) if source_dir else (),
+            )
+            if plugin.remote:
+                self.remote_blocks.add(block.name)
         self._order = flow.dependency_graph()
         self._plans: dict[str, RunPlan] = {}
         self._specs: dict[str, JobSpec] = {}
@@ -156,7 +175,8 @@ class Executor:
         if self._started:
             return
         self._started = True
-        self.runner.start()
+        for runner in self._distinct_runners():
+            runner.start()
         self._poller = asyncio.get_running_loop().create_task(
             cancellation.poll(self.cancel_poll, self.check_cancellations)
         )
@@ -168,7 +188,8 @@ class Executor:
             await self._closed.wait()
             return
         self._closing = True
-        self.runner.begin_close()
+        for runner in self._distinct_runners():
+            runner.begin_close()
         for queue in self._queues.values():
             while queue:
                 run = queue.popleft()
@@ -193,10 +214,21 @@ class Executor:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        await self.runner.aclose(self.kill_grace)
+        for runner in self._distinct_runners():
+            try:
+                await runner.aclose(self.kill_grace)
+            except Exception:
+                log.warning("closing an executor failed", exc_info=True)
         if self._deliveries is not None:
             await self._deliveries.wait(max(grace, 1.0))
         self._closed.set()
+
+    def _distinct_runners(self) -> list[AttemptRunner]:
+        seen: list[AttemptRunner] = []
+        for runner in self.runners.values():
+            if all(runner is not known for known in seen):
+                seen.append(runner)
+        return seen
 
     def _job_tasks(self) -> set[asyncio.Task[None]]:
         return {
@@ -458,12 +490,15 @@ class Executor:
                 for t in node.publishes
                 if t in topics and topics[t].broker in brokers
             ]
+            # a remote attempt takes a slot of the flow and of its pool, but none of
+            # this machine's CPU or memory: its engine places it
+            remote = node.executor in self.remote_blocks
             spec = self._specs[node.name] = JobSpec(
                 demand=Demand(
                     node.pool,
                     node.pool_slots,
-                    node.resources.cpu or 0.0,
-                    node.resources.memory or 0,
+                    0.0 if remote else node.resources.cpu or 0.0,
+                    0 if remote else node.resources.memory or 0,
                 ),
                 timeout=node.timeout if node.timeout is not None else self.flow.info.timeout,
                 publisher_specs=publisher_specs,
@@ -496,6 +531,13 @@ class Executor:
             outcome = AttemptOutcome(AttemptStatus.FAILED, error=error, retryable=False)
             attempt_id = self._start_attempt(job_run, job_run.attempts + 1, None, utcnow())
             return self._record(run, job_run, attempt_id, outcome)
+        adopted = job_run.adopt
+        if adopted is not None:
+            job_run.adopt = None
+            status = await self._adopted_attempt(run, job_run, spec, adopted)
+            if status is not RunStatus.RETRYING:
+                return status
+            job_run.delay = retry_delay(adopted.number, node.retry, self.rng)
         while True:
             if job_run.delay > 0 and not job_run.stopping():
                 job_run.wake = asyncio.Event()
@@ -517,7 +559,7 @@ class Executor:
             try:
                 number = job_run.attempts + 1
                 job_run.attempts = number
-                attempt_id, outcome = await self.runner.run(
+                attempt_id, outcome = await self.runners[node.executor].run(
                     self._attempt(run, job_run, spec, number)
                 )
             finally:
@@ -527,11 +569,63 @@ class Executor:
                 return status
             job_run.delay = retry_delay(number, node.retry, self.rng)
 
+    async def _adopted_attempt(
+        self, run: FlowRunState, job_run: JobRunState, spec: JobSpec, row: AttemptRow
+    ) -> RunStatus:
+        """Follow attempt `row`, which a previous orchestrator started and its engine
+        still runs, to its end; record it as if this orchestrator had started it."""
+        runner = self.runners.get(row.executor)
+        acquired = self.admission.try_acquire(spec.demand)  # it runs already: never wait
+        try:
+            if isinstance(runner, PluginAttempts):
+                log.info(
+                    'job "%s" (job run %d): re-attached to attempt %d on executor "%s" (%s)',
+                    job_run.node.name,
+                    job_run.id,
+                    row.number,
+                    row.executor,
+                    row.executor_ref,
+                )
+
+                def watch(running: RunningAttempt) -> Callable[[], None]:
+                    return self._watch(job_run, running, spec.timeout)
+
+                outcome = await runner.adopt(row, job_run.node, spec, watch)
+            else:
+                error = ErrorInfo(
+                    qualified_name(ExecutorUnavailable),
+                    f'executor "{row.executor}" is no longer in the flow',
+                    "",
+                )
+                outcome = AttemptOutcome(AttemptStatus.LOST, error=error)
+        finally:
+            if acquired:
+                self.admission.release(spec.demand)
+        return self._record(run, job_run, row.id, outcome)
+
+    async def held_attempts(self, executor: str) -> set[str]:
+        """The references of the attempts executor block `executor` still holds
+        (running, or ended and not collected): those a restart can re-attach to.
+        Raises `ExecutorUnavailable` when it cannot say (or is no remote executor)."""
+        runner = self.runners.get(executor)
+        if not isinstance(runner, PluginAttempts):
+            raise ExecutorUnavailable(f'executor "{executor}" is not in flow "{self.name}"')
+        return await runner.held()
+
     def _attempt(
         self, run: FlowRunState, job_run: JobRunState, spec: JobSpec, number: int
     ) -> Attempt:
-        def record_start(pid: int | None, at: datetime) -> int:
-            return self._start_attempt(job_run, number, pid, at)
+        def record_start(
+            pid: int | None,
+            at: datetime,
+            *,
+            executor: str | None = None,
+            ref: str | None = None,
+            where: str | None = None,
+        ) -> int:
+            return self._start_attempt(
+                job_run, number, pid, at, executor=executor, ref=ref, where=where
+            )
 
         def watch(running: RunningAttempt) -> Callable[[], None]:
             return self._watch(job_run, running, spec.timeout)
@@ -549,11 +643,26 @@ class Executor:
         )
 
     def _start_attempt(
-        self, job_run: JobRunState, number: int, pid: int | None, at: datetime
+        self,
+        job_run: JobRunState,
+        number: int,
+        pid: int | None,
+        at: datetime,
+        *,
+        executor: str | None = None,
+        ref: str | None = None,
+        where: str | None = None,
     ) -> int:
         job_run.attempts = number
         return self.store.start_attempt(
-            job_run.id, number, pid=pid, orchestrator_id=self.orchestrator_id, at=at
+            job_run.id,
+            number,
+            pid=pid,
+            orchestrator_id=self.orchestrator_id,
+            at=at,
+            executor=executor,
+            executor_ref=ref,
+            executor_where=where,
         )
 
     def _record(
@@ -679,7 +788,10 @@ class Executor:
     # -- recovery --
 
     async def recover(
-        self, lost: Sequence[AttemptRow], unfinished: Iterable[int] = ()
+        self,
+        lost: Sequence[AttemptRow],
+        unfinished: Iterable[int] = (),
+        adopted: Sequence[AttemptRow] = (),
     ) -> list[int]:
         """Resume the flow runs of attempts found lost at start-up (`Store.mark_lost`),
         and the `unfinished` flow runs (`Store.unfinished_flow_runs`) that had no
@@ -688,15 +800,34 @@ class Executor:
         A lost attempt counts as a failed one: its job run is retried per its policy
         (after the policy's backoff) or, with no attempts left, fails. The rest of
         its flow run goes on as if the orchestrator had never stopped. Returns the
-        ids of the flow runs resumed."""
+        ids of the flow runs resumed.
+
+        `adopted` are attempts a previous orchestrator started on a remote executor
+        that still holds them: each is followed to its real end (re-attached), and
+        its job run goes on from there."""
         self.start()
-        by_flow_run = recovery.lost_by_flow_run(self.store, self.name, lost, unfinished)
+        adopt = {a.job_run_id: a for a in adopted}
+        ours = {
+            job_row.flow_run_id
+            for a in adopted
+            if (job_row := self.store.job_run(a.job_run_id)) is not None
+            and job_row.flow == self.name
+        }
+        by_flow_run = recovery.lost_by_flow_run(
+            self.store, self.name, lost, [*unfinished, *sorted(ours)]
+        )
         resumed: list[int] = []
         for flow_run_id, attempts in sorted(by_flow_run.items()):
             if flow_run_id in self._runs:
                 continue
             run = self._restore(flow_run_id, attempts)
             if run is not None:
+                for job_run in run.jobs.values():
+                    attempt = adopt.get(job_run.id)
+                    if attempt is not None and not job_run.status.finished:
+                        job_run.adopt = attempt
+                        job_run.attempts = max(job_run.attempts, attempt.number)
+                        job_run.resume = True
                 self._launch(run)
                 resumed.append(flow_run_id)
         return resumed

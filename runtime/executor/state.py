@@ -9,7 +9,7 @@ from typing import Any
 
 from tideflow.compiler.ir import JobNode
 from tideflow.runtime.dag import RunPlan
-from tideflow.runtime.model import AttemptStatus, RunStatus, TriggerKind
+from tideflow.runtime.model import AttemptRow, AttemptStatus, RunStatus, TriggerKind
 
 from .attempts import RunningAttempt
 
@@ -20,6 +20,7 @@ class JobRunState:
     """One job run of a flow run: where it is, and how to stop it."""
 
     __slots__ = (
+        "adopt",
         "attempts",
         "delay",
         "ending",
@@ -50,6 +51,9 @@ class JobRunState:
         self.waiting: asyncio.Future[bool] | None = None  # admission
         self.wake: asyncio.Event | None = None  # backoff
         self.task: asyncio.Task[None] | None = None
+        # recovered: an attempt a previous orchestrator started on a remote executor,
+        # still running there, to follow to its end before anything else
+        self.adopt: AttemptRow | None = None
 
     def stopping(self) -> bool:
         # a method, not an attribute test: `stop` changes while the job's task awaits
