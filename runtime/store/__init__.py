@@ -15,11 +15,12 @@ sees a driver's exception (they surface as `StoreError`).
 from __future__ import annotations
 
 from .attempts import MAX_OUTPUT_CHARS, FinishedAttempt, FirstStart
-from .base import utcnow
+from .base import Fence, utcnow
 from .consumers import CONSUMER_LOG_KEEP
-from .errors import StoreError, StoreNotFound
+from .errors import FencedError, StoreError, StoreNotFound
 from .facade import Store
 from .flows import FlowRecord
+from .leases import LeaseGrant, LeaseState, lease_key
 from .orchestrators import LiveOrchestrator, OrchestratorRecord
 from .scaling import AppliedDecisions
 from .triggers import TriggerRequest, TriggerRequestRecord
@@ -30,9 +31,13 @@ __all__ = [
     "MAX_OUTPUT_CHARS",
     "STATE_ENV",
     "AppliedDecisions",
+    "Fence",
+    "FencedError",
     "FinishedAttempt",
     "FirstStart",
     "FlowRecord",
+    "LeaseGrant",
+    "LeaseState",
     "LiveOrchestrator",
     "OrchestratorRecord",
     "Store",
@@ -42,6 +47,7 @@ __all__ = [
     "TriggerRequestRecord",
     "default_url",
     "describe_url",
+    "lease_key",
     "normalize_url",
     "resolve_url",
     "utcnow",

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tideflow.runtime.model import AttemptRow, AttemptStatus, ErrorInfo, LogLine, RunStatus
 
 from . import tables as t
-from .base import StoreBase, inserted_id, utcnow
+from .base import StoreBase, utcnow
 from .rows import attempt_of
 
 __all__ = ["MAX_OUTPUT_CHARS", "AttemptQueries", "FinishedAttempt", "FirstStart"]
@@ -60,21 +60,24 @@ class AttemptQueries(StoreBase):
         `executor_ref` the engine's name for the attempt, to re-attach by."""
         at = at or utcnow()
         with self._write() as conn:
-            result = conn.execute(
-                sa.insert(t.attempts).values(
-                    job_run_id=job_run_id,
-                    number=number,
-                    status=str(AttemptStatus.RUNNING),
-                    started_at=at,
-                    pid=pid,
-                    host=socket.gethostname(),
-                    orchestrator_id=orchestrator_id,
-                    stdout="",
-                    stderr="",
-                    executor=executor,
-                    executor_ref=executor_ref,
-                    executor_where=executor_where,
-                )
+            attempt_id = self._insert_acting(
+                conn,
+                t.attempts,
+                {
+                    "job_run_id": job_run_id,
+                    "number": number,
+                    "status": str(AttemptStatus.RUNNING),
+                    "started_at": at,
+                    "pid": pid,
+                    "host": socket.gethostname(),
+                    "orchestrator_id": orchestrator_id,
+                    "stdout": "",
+                    "stderr": "",
+                    "executor": executor,
+                    "executor_ref": executor_ref,
+                    "executor_where": executor_where,
+                },
+                f"starting attempt {number} of job run {job_run_id}",
             )
             run = t.job_runs
             conn.execute(
@@ -86,7 +89,7 @@ class AttemptQueries(StoreBase):
                     started_at=sa.func.coalesce(run.c.started_at, at),
                 )
             )
-            return inserted_id(result)
+            return attempt_id
 
     def set_attempt_pid(self, attempt_id: int, pid: int) -> None:
         with self._write() as conn:

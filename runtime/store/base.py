@@ -1,18 +1,21 @@
-"""What every part of the store shares: the engine, and one short transaction per call."""
+"""What every part of the store shares: the engine, one short transaction per call, and
+the fence that writes acting on the world check."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
-from .errors import driver_errors
+from . import tables as t
+from .errors import FencedError, driver_errors
 
-__all__ = ["StoreBase", "inserted_id", "utcnow"]
+__all__ = ["Fence", "StoreBase", "fenced_insert", "inserted_id", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -25,6 +28,18 @@ def inserted_id(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The leader's claim: lease `key` held by orchestrator `holder` with `token`. Set on
+    a store (`Store.fence`), it makes every write that acts on the world (a fire recorded,
+    an attempt started, a scaling decision, a trigger request taken, attempts marked
+    lost) check, in the same statement, that the lease still carries this token."""
+
+    key: str
+    token: int
+    holder: int
+
+
 class StoreBase:
     """The engine, and the two ways a method reaches it: `_read()` and `_write()`. Both
     turn a driver's errors into `StoreError` (see `driver_errors`)."""
@@ -34,6 +49,10 @@ class StoreBase:
         # the full URL, password included: handed to processes that open the same store
         self.url = engine.url.render_as_string(hide_password=False)
         self._lock = threading.Lock()  # SQLite allows one writer; queue ours in-process
+        # None: writes are not fenced (a single orchestrator, tests, the CLI)
+        self.fence: Fence | None = None
+        # called (once per refusal) before FencedError is raised: the leader steps down
+        self.on_fenced: Callable[[Fence], None] | None = None
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -44,3 +63,55 @@ class StoreBase:
     def _write(self) -> Iterator[sa.Connection]:
         with driver_errors(), self._lock, self.engine.begin() as conn:
             yield conn
+
+    # --- the fence ---------------------------------------------------------------------
+
+    def _fence_holds(self, fence: Fence) -> sa.ColumnElement[bool]:
+        """`EXISTS` the lease row with the fence's token. On PostgreSQL it locks that row
+        (FOR SHARE) until the transaction ends, so that no new leader can take the lease
+        between this check and the commit of the write it guards; SQLite has one writer
+        at a time, and a transaction whose snapshot went stale cannot write at all."""
+        lease = t.leader_leases
+        check = sa.select(lease.c.key).where(
+            lease.c.key == fence.key,
+            lease.c.token == fence.token,
+            lease.c.holder == fence.holder,
+        )
+        if self.engine.dialect.name == "postgresql":
+            check = check.with_for_update(read=True)
+        return sa.exists(check)
+
+    def _fenced(self, what: str) -> NoReturn:
+        fence = self.fence
+        assert fence is not None
+        if self.on_fenced is not None:
+            self.on_fenced(fence)
+        raise FencedError(
+            f"{what} refused: the lease of {fence.key!r} no longer carries token "
+            f"{fence.token} of orchestrator {fence.holder} (another orchestrator leads)"
+        )
+
+    def _insert_acting(
+        self, conn: sa.Connection, table: sa.Table, values: dict[str, Any], what: str
+    ) -> int:
+        """Insert a row that acts on the world and return its id: a plain INSERT without
+        a fence; with one, an INSERT that writes nothing (then FencedError) when the
+        lease no longer carries the fence's token, in the same statement."""
+        fence = self.fence
+        if fence is None:
+            return inserted_id(conn.execute(sa.insert(table).values(**values)))
+        statement = fenced_insert(table, values, self._fence_holds(fence))
+        new_id = conn.execute(statement.returning(table.c.id)).scalar()
+        if new_id is None:
+            self._fenced(what)
+        return int(new_id)
+
+
+def fenced_insert(
+    table: sa.Table, values: dict[str, Any], guard: sa.ColumnElement[bool]
+) -> sa.Insert:
+    """`INSERT INTO table (...) SELECT <values> WHERE <guard>`: one statement that
+    inserts nothing when the guard (a fence) fails. Add `.returning(...)` to tell."""
+    columns = list(values)
+    row = sa.select(*(sa.literal(values[c], type_=table.c[c].type) for c in columns))
+    return sa.insert(table).from_select(columns, row.where(guard))

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-__all__ = ["StoreError", "StoreNotFound", "driver_errors"]
+__all__ = ["FencedError", "StoreError", "StoreNotFound", "driver_errors"]
 
 
 class StoreError(Exception):
@@ -20,6 +20,12 @@ class StoreError(Exception):
 
 class StoreNotFound(StoreError):
     """`Store.open(..., create=False)` found no store where the URL points."""
+
+
+class FencedError(StoreError):
+    """A write that acts on the world was refused: the store's fence (the leader lease's
+    token) is stale, another orchestrator leads now. Nothing was written; the caller
+    must stop acting."""
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """`Store`: the one door to the run history. Each concern's queries live in a module of
-their own (flows, schedules, runs, attempts, triggers, orchestrators, consumers, scaling);
+their own (flows, schedules, runs, attempts, triggers, orchestrators, consumers, scaling,
+leases);
 `Store` gathers them and adds opening, migrating and closing."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .consumers import ConsumerQueries
 from .engine import create_engine
 from .errors import StoreError, StoreNotFound, driver_errors
 from .flows import FlowQueries
+from .leases import LeaseQueries
 from .migrate import holds_store
 from .migrate import migrate as migrate_schema
 from .orchestrators import OrchestratorQueries
@@ -36,6 +38,7 @@ class Store(
     OrchestratorQueries,
     ConsumerQueries,
     ScalingQueries,
+    LeaseQueries,
 ):
     """The run history. Create with `Store.open(url)`; close with `close()`. Every method
     is one short transaction, and raises `StoreError` when the database fails."""

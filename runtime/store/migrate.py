@@ -19,7 +19,7 @@ __all__ = ["HEAD_REVISION", "alembic_config", "current_revision", "holds_store",
 
 # The newest migration's revision; tests/runtime/test_store.py checks it against the
 # scripts, so a new migration that forgets it fails there.
-HEAD_REVISION: Final = "0006"
+HEAD_REVISION: Final = "0007"
 
 # alembic's own table, read with plain SQL (not part of our metadata: autogenerate
 # must not see it)

@@ -171,11 +171,16 @@ class OrchestratorQueries(StoreBase):
             rows = conn.execute(query).all()
             ids = [r.id for r in rows]
             if ids:
-                conn.execute(
+                update = (
                     sa.update(att)
                     .where(att.c.id.in_(ids))
                     .values(status=str(AttemptStatus.LOST), finished_at=now)
                 )
+                if self.fence is None:
+                    conn.execute(update)
+                # only the leader may take attempts over
+                elif not conn.execute(update.where(self._fence_holds(self.fence))).rowcount:
+                    self._fenced(f"marking {len(ids)} attempt(s) lost")
         return [
             dataclasses.replace(attempt_of(r), status=AttemptStatus.LOST, finished_at=now)
             for r in rows

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from tideflow.runtime.model import ScaleDecisionRow
 
 from . import tables as t
-from .base import StoreBase, inserted_id
+from .base import StoreBase
 from .rows import decision_of
 
 __all__ = ["AppliedDecisions", "ScalingQueries"]
@@ -27,24 +27,26 @@ class AppliedDecisions:
 class ScalingQueries(StoreBase):
     def record_decision(self, decision: ScaleDecisionRow) -> int:
         with self._write() as conn:
-            result = conn.execute(
-                sa.insert(t.scale_decisions).values(
-                    flow=decision.flow,
-                    consumer=decision.consumer,
-                    taken_at=decision.taken_at,
-                    backlog=decision.backlog,
-                    per_partition={str(k): v for k, v in decision.per_partition.items()},
-                    partitions=decision.partitions,
-                    reading_error=decision.reading_error,
-                    current=decision.current,
-                    desired=decision.desired,
-                    applied=decision.applied,
-                    reason=decision.reason,
-                    explanation=decision.explanation,
-                    rule=decision.rule,
-                )
+            return self._insert_acting(
+                conn,
+                t.scale_decisions,
+                {
+                    "flow": decision.flow,
+                    "consumer": decision.consumer,
+                    "taken_at": decision.taken_at,
+                    "backlog": decision.backlog,
+                    "per_partition": {str(k): v for k, v in decision.per_partition.items()},
+                    "partitions": decision.partitions,
+                    "reading_error": decision.reading_error,
+                    "current": decision.current,
+                    "desired": decision.desired,
+                    "applied": decision.applied,
+                    "reason": decision.reason,
+                    "explanation": decision.explanation,
+                    "rule": decision.rule,
+                },
+                f"a scaling decision for consumer {decision.consumer!r}",
             )
-            return inserted_id(result)
 
     def decisions(
         self,

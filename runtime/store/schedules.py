@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from . import tables as t
-from .base import StoreBase, utcnow
+from .base import Fence, StoreBase, utcnow
 
 __all__ = ["ScheduleQueries"]
 
@@ -44,13 +45,20 @@ class ScheduleQueries(StoreBase):
         now = utcnow()
         state = t.schedule_state
         accepted: list[bool] = []
+        fence = self.fence
         with self._write() as conn:
             jobs = sorted({job for job, _ in fires})
-            rows = conn.execute(
-                sa.select(state.c.job, state.c.last_fired_at).where(
-                    state.c.flow == flow, state.c.job.in_(jobs)
-                )
-            ).all()
+            if fence is None:
+                rows = conn.execute(
+                    sa.select(state.c.job, state.c.last_fired_at).where(
+                        state.c.flow == flow, state.c.job.in_(jobs)
+                    )
+                ).all()
+            else:
+                rows = conn.execute(self._fenced_ledger(fence, flow, jobs)).all()
+                if not rows:
+                    self._fenced(f"recording {len(fires)} fire(s) of flow {flow!r}")
+                rows = [r for r in rows if r.job is not None]
             known: dict[str, datetime] = {r.job: r.last_fired_at for r in rows}
             last = dict(known)
             for job, instant in fires:
@@ -80,3 +88,23 @@ class ScheduleQueries(StoreBase):
                     updates,
                 )
         return accepted
+
+    def _fenced_ledger(self, fence: Fence, flow: str, jobs: list[str]) -> sa.Select[Any]:
+        """The ledger rows of `jobs`, read through the lease row: no row at all when the
+        fence is stale, one with a NULL job when it holds and no job fired yet. The same
+        statement checks the fence (and, on PostgreSQL, share-locks the lease row until
+        the commit), so recording fires costs no extra round trip."""
+        lease, state = t.leader_leases, t.schedule_state
+        joined = lease.outerjoin(state, sa.and_(state.c.flow == flow, state.c.job.in_(jobs)))
+        query = (
+            sa.select(state.c.job, state.c.last_fired_at)
+            .select_from(joined)
+            .where(
+                lease.c.key == fence.key,
+                lease.c.token == fence.token,
+                lease.c.holder == fence.holder,
+            )
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(read=True, of=lease)
+        return query

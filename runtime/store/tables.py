@@ -250,3 +250,22 @@ consumer_log_lines = sa.Table(
     sa.Index("ix_consumer_log_lines_flow_consumer", "flow", "consumer"),
     sa.Index("ix_consumer_log_lines_instance_id", "instance_id"),
 )
+
+# One row per set of flows run together (`key`: their names, sorted, comma-joined): the
+# orchestrator that leads them (`holder`), and the fencing token that grows at every
+# change of leader and that every write acting on the world checks. Times are seconds
+# since the epoch by the DATABASE's clock, so that expiry never depends on the clocks of
+# the hosts that run orchestrators.
+leader_leases = sa.Table(
+    "leader_leases",
+    metadata,
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("holder", sa.Integer),  # orchestrators.id; None: released
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("renewed_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("released_at", sa.Float),  # set by a graceful release
+    sa.Column("previous_holder", sa.Integer),  # the holder before the current term
+    sa.Column("previous_expires_at", sa.Float),  # when that term ended (release or expiry)
+)

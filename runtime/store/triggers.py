@@ -77,32 +77,30 @@ class TriggerQueries(StoreBase):
     ) -> list[TriggerRequest]:
         """Claim the unclaimed requests for these flows, oldest first; each is claimed once."""
         req = t.trigger_requests
-        claimed: list[TriggerRequest] = []
+        # one statement claims them all; with a fence, it claims nothing unless the lease
+        # still carries the leader's token
+        statement = (
+            sa.update(req)
+            .where(req.c.flow.in_(list(flows)), req.c.claimed_by.is_(None))
+            .values(claimed_by=orchestrator_id, claimed_at=utcnow())
+            .returning(req)
+        )
+        if self.fence is not None:
+            statement = statement.where(self._fence_holds(self.fence))
         with self._write() as conn:
-            rows = conn.execute(
-                sa.select(req)
-                .where(req.c.flow.in_(list(flows)), req.c.claimed_by.is_(None))
-                .order_by(req.c.id)
-            ).all()
-            for row in rows:
-                done = conn.execute(
-                    sa.update(req)
-                    .where(req.c.id == row.id, req.c.claimed_by.is_(None))
-                    .values(claimed_by=orchestrator_id, claimed_at=utcnow())
-                )
-                if done.rowcount:
-                    claimed.append(
-                        TriggerRequest(
-                            row.id,
-                            row.flow,
-                            row.job,
-                            TriggerKind(row.trigger),
-                            dict(row.params),
-                            row.requested_at,
-                            row.requested_by,
-                        )
-                    )
-        return claimed
+            rows = conn.execute(statement).all()
+        return [
+            TriggerRequest(
+                row.id,
+                row.flow,
+                row.job,
+                TriggerKind(row.trigger),
+                dict(row.params),
+                row.requested_at,
+                row.requested_by,
+            )
+            for row in sorted(rows, key=lambda r: r.id)
+        ]
 
     def link_trigger_request(self, request_id: int, flow_run_id: int) -> None:
         with self._write() as conn:
