@@ -256,3 +256,20 @@ COMMAND_NOTIFIER = (
         "quiet", BoolType(), "Do not record the command's output.", default=False, example="true"
     ),
 )
+
+LOCAL_EXECUTOR = (
+    Field(
+        "isolate",
+        BoolType(),
+        "Run each attempt in a fresh Python process instead of a reused worker: slower "
+        "to start, nothing shared between attempts (modules, globals, leaks).",
+        default=False,
+        example="true",
+    ),
+    Field(
+        "python",
+        StringType(),
+        "Python interpreter for isolated attempts (default: the orchestrator's).",
+        example='"/opt/venv/bin/python"',
+    ),
+)

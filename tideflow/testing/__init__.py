@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 # the suite's asserts should explain themselves in third parties' runs too
-pytest.register_assert_rewrite("tideflow.testing.contract")
+pytest.register_assert_rewrite("tideflow.testing.contract", "tideflow.testing.executor_contract")
 
 if TYPE_CHECKING:
     from tideflow.compiler import compile_flow
@@ -56,11 +56,14 @@ if TYPE_CHECKING:
         receive,
         unique_name,
     )
+    from .executor_contract import ExecutorContract, ExecutorFactory, attempt_request
 
 __all__ = [
     "BrokerContract",
     "BrokerFactory",
     "ConsumerNode",
+    "ExecutorContract",
+    "ExecutorFactory",
     "NotifierContract",
     "NotifierDelivered",
     "NotifierFactory",
@@ -68,10 +71,13 @@ __all__ = [
     "ScalerContract",
     "ScalerFactory",
     "TopicNode",
+    "attempt_request",
     "compile_flow",
     "receive",
     "tideflow_broker_factory",
     "tideflow_contract_timeout",
+    "tideflow_executor_factory",
+    "tideflow_executor_reattaches",
     "tideflow_failing_notifier_factory",
     "tideflow_installed_plugins",
     "tideflow_notifier_delivered",
@@ -105,7 +111,12 @@ _ELSEWHERE = {
 }
 
 
+_EXECUTOR_CONTRACT_NAMES = frozenset({"ExecutorContract", "ExecutorFactory", "attempt_request"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _EXECUTOR_CONTRACT_NAMES:
+        return getattr(importlib.import_module("tideflow.testing.executor_contract"), name)
     if name in _CONTRACT_NAMES:
         return getattr(importlib.import_module("tideflow.testing.contract"), name)
     if name in _ELSEWHERE:
@@ -125,6 +136,18 @@ def _missing(fixture: str, contract: str, returns: str) -> NoReturn:
 def tideflow_broker_factory() -> BrokerFactory:
     """Override in conftest.py: a callable taking topic records, returning a broker."""
     _missing("tideflow_broker_factory", "BrokerContract", "a callable(topics) -> Broker")
+
+
+@pytest.fixture
+def tideflow_executor_factory() -> ExecutorFactory:
+    """Override in conftest.py: a callable taking nothing, returning an executor."""
+    _missing("tideflow_executor_factory", "ExecutorContract", "a callable() -> Executor")
+
+
+@pytest.fixture
+def tideflow_executor_reattaches() -> bool:
+    """Override with False for an executor that cannot re-attach from a new instance."""
+    return True
 
 
 @pytest.fixture
