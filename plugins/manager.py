@@ -57,6 +57,7 @@ __all__ = [
 # this order, before any installed plugin. Each entry is a module implementing
 # some of the `tideflow_register_*` hooks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "tideflow.plugins.dask_executor",
     "tideflow.plugins.embedded",
     "tideflow.plugins.kafka",
     "tideflow.plugins.kubernetes_scaler",

@@ -605,6 +605,7 @@ def test_built_ins_keep_the_names_users_disable_them_by() -> None:
     `tideflow plugins` shows and TIDEFLOW_DISABLED_PLUGINS takes did not change."""
     plugins = load_plugins(default_plugins=DEFAULT_PLUGINS, entry_points=(), environ={})
     assert sorted(info.name for info in plugins.plugins) == [
+        "dask_executor",
         "embedded_broker",
         "kafka_broker",
         "kubernetes_scaler",

@@ -1,0 +1,231 @@
+"""A real dask.distributed cluster for tests: a `dask scheduler` and `dask worker`
+processes from this environment's `dask` command, on loopback.
+
+    from tideflow.testing.dask import dask_cluster  # noqa: F401
+
+    async def test_runs_there(dask_cluster):
+        executor = DaskExecutor({"scheduler": dask_cluster.address})
+
+`dask_cluster` is one cluster per test session: a scheduler and three workers
+(two threads each, behind a nanny that restarts a worker that dies), named
+``cpu-1``, ``cpu-2`` and ``gpu``; only ``gpu`` declares a resource, ``GPU=1``.
+Outside pytest, `running_dask_cluster()` is a context manager giving a started
+`DaskCluster` with the workers asked for. The scheduler listens on a port of its
+own choosing and tells it through its scheduler file, so no port is guessed.
+
+Needs the `tideflow[dask]` extra (dask.distributed); imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+import pytest
+
+__all__ = [
+    "DaskCluster",
+    "DaskClusterError",
+    "WorkerSpec",
+    "dask_cluster",
+    "running_dask_cluster",
+]
+
+#: Longest the scheduler and the workers may take to be up.
+START_TIMEOUT: Final = 60.0
+#: Longest a process may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT: Final = 10.0
+
+
+class DaskClusterError(RuntimeError):
+    """The `dask` command is missing, or the cluster did not start."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One `dask worker` process: its name, threads and declared resources."""
+
+    name: str
+    nthreads: int = 2
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+
+DEFAULT_WORKERS: Final = (
+    WorkerSpec("cpu-1"),
+    WorkerSpec("cpu-2"),
+    WorkerSpec("gpu", resources={"GPU": 1}),
+)
+
+
+def find_dask() -> Path:
+    """The `dask` command of this environment (the `tideflow[dask]` extra)."""
+    command = Path(sys.executable).parent / "dask"
+    if command.is_file() and os.access(command, os.X_OK):
+        return command
+    raise DaskClusterError(
+        'no `dask` command beside this Python; install it with `pip install "tideflow[dask]"`'
+    )
+
+
+class DaskCluster:
+    """A `dask scheduler` and its `dask worker` processes, in a folder of their own."""
+
+    def __init__(self, folder: Path, workers: Sequence[WorkerSpec] = DEFAULT_WORKERS) -> None:
+        self.folder = folder
+        self.specs = tuple(workers)
+        self.command = find_dask()
+        self.scheduler_file = folder / "scheduler.json"
+        self.address = ""
+        self._processes: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the scheduler and the workers; return once every worker has joined."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(self.scheduler_file),
+            ],
+        )
+        deadline = time.monotonic() + timeout
+        self.address = self._wait_address(deadline)
+        for spec in self.specs:
+            argv = [
+                "worker",
+                "--scheduler-file",
+                str(self.scheduler_file),
+                "--name",
+                spec.name,
+                "--nthreads",
+                str(spec.nthreads),
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--local-directory",
+                str(self.folder / spec.name),
+            ]
+            if spec.resources:
+                declared = " ".join(f"{k}={v:g}" for k, v in spec.resources.items())
+                argv += ["--resources", declared]
+            self._spawn(f"worker-{spec.name}", argv)
+        self.wait_for_workers(len(self.specs), timeout=max(deadline - time.monotonic(), 1.0))
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.folder / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [str(self.command), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+            start_new_session=True,  # the worker's nanny, worker and attempts end together
+        )
+        self._processes.append((process, log))
+
+    def _wait_address(self, deadline: float) -> str:
+        delay = 0.01
+        while time.monotonic() < deadline:
+            scheduler = self._processes[0][0]
+            if scheduler.poll() is not None:
+                raise DaskClusterError(
+                    f"dask scheduler exited with status {scheduler.returncode}:\n"
+                    f"{self.log_tail('scheduler')}"
+                )
+            with contextlib.suppress(OSError, ValueError):
+                address = json.loads(self.scheduler_file.read_text())["address"]
+                if isinstance(address, str) and address:
+                    return address
+            time.sleep(delay)  # polling for the file, with a growing interval
+            delay = min(delay * 2, 0.2)
+        raise DaskClusterError(f"dask scheduler did not start:\n{self.log_tail('scheduler')}")
+
+    def client(self, timeout: float = 10.0) -> Any:
+        """A synchronous `distributed.Client` to the scheduler (close it after use)."""
+        import distributed
+
+        dask: Any = distributed  # its Client is untyped
+        return dask.Client(self.address, timeout=timeout, set_as_default=False)
+
+    def wait_for_workers(self, count: int | None = None, timeout: float = START_TIMEOUT) -> None:
+        """Return once `count` workers (all of them by default) are in the cluster."""
+        with self.client() as client:
+            client.wait_for_workers(count or len(self.specs), timeout=timeout)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The workers now in the cluster, by address: their name, resources and pid."""
+        with self.client() as client:
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            pids = client.run(os.getpid)
+        return {
+            address: {
+                "name": str(worker.get("name")),
+                "resources": dict(worker.get("resources") or {}),
+                "pid": pids.get(address),
+            }
+            for address, worker in info.items()
+        }
+
+    def kill_worker(self, address: str) -> int:
+        """SIGKILL the worker process at `address` (its nanny starts a new one);
+        returns the pid killed."""
+        pid = self.workers()[address]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return int(pid)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            text = (self.folder / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """End the workers, then the scheduler, and whatever they started."""
+        for process, log in reversed(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(STOP_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT)
+            log.close()
+        self._processes.clear()
+
+
+@contextlib.contextmanager
+def running_dask_cluster(workers: Sequence[WorkerSpec] = DEFAULT_WORKERS) -> Iterator[DaskCluster]:
+    """A started cluster in a temporary folder, stopped (and the folder removed) on exit."""
+    folder = Path(tempfile.mkdtemp(prefix="tideflow-dask-"))
+    cluster = DaskCluster(folder, workers)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[DaskCluster]:
+    """A scheduler and three workers (`cpu-1`, `cpu-2`, and `gpu` with GPU=1) for the session."""
+    with running_dask_cluster() as cluster:
+        yield cluster
