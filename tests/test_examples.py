@@ -40,7 +40,13 @@ def describe(result: Any) -> str:
 
 def test_the_examples_are_all_there() -> None:
     names = {p.name for p in FLOWS}
-    expected = {"quickstart.flow", "kafka-orders.flow", "nats-events.flow", "pipeline.flow"}
+    expected = {
+        "quickstart.flow",
+        "kafka-orders.flow",
+        "nats-events.flow",
+        "pipeline.flow",
+        "executors.flow",
+    }
     assert expected <= names, f"missing examples: {sorted(expected - names)}"
 
 

@@ -34,6 +34,8 @@ SectionCheck: TypeAlias = Callable[[Sequence[MapEntry], o.BlockSchema, str, Span
 @cache
 def _is_credential(name: str) -> bool:
     lowered = name.lower()
+    if lowered.endswith("_name"):  # names where a credential is kept (`secret_name`)
+        return False
     return any(word in lowered for word in s.CREDENTIAL_WORDS)
 
 

@@ -279,6 +279,20 @@ def test_w407_literal_credentials() -> None:
     assert not any("hunter2" in d.message for d in result.diagnostics)
 
 
+def test_w407_spares_the_name_of_where_a_credential_is_kept() -> None:
+    """`secret_name` names a Kubernetes Secret; it holds no credential itself."""
+    result = check(
+        """
+        job "a" {
+          run    = "m:f"
+          params = { secret_name = "shop-jobs", token_name = "t", secret = "x" }
+        }
+        """
+    )
+    found = [d.message for d in warnings(result, "W407")]
+    assert found == ['`secret` in `params` of job "a" is a literal credential']
+
+
 def test_w408_unused_pool_and_broker() -> None:
     result = check(
         'pool "db" { slots = 2 }\nbroker "b" { kind = "embedded" }\njob "a" { run = "m:f" }'
