@@ -80,6 +80,7 @@ class Autoscaler:
         partitioned: bool = False,
         read_timeout: float | None = None,
         stale_after: float | None = None,
+        may_act: Callable[[], bool] | None = None,
     ) -> None:
         if rule.poll <= 0:
             raise ValueError(f"the poll interval must be positive, not {rule.poll}")
@@ -100,6 +101,8 @@ class Autoscaler:
         self._store = store
         self._clock = clock
         self._on_decision = on_decision
+        # False while this orchestrator must not act (it does not lead): no cycle runs
+        self._may_act = may_act
         self._rule_record = rule_as_dict(rule)
         self._state = ScaleState()
         self._partitions: int | None = None  # the last partition count read
@@ -209,7 +212,9 @@ class Autoscaler:
     async def poll_once(self) -> ScaleDecisionRow | None:
         """One cycle now: read, decide, act, record. Returns the stored decision, or
         None when the scaler could not say how many instances run (and no count is
-        known from earlier)."""
+        known from earlier), or when `may_act` says this orchestrator must not act."""
+        if self._may_act is not None and not self._may_act():
+            return None
         reading = await self._read()
         current = await self._current()
         if current is None:

@@ -19,6 +19,18 @@ backlog through an autoscaler; one without runs a single local instance.
 `run(stop)` returns after `stop` is set and everything has stopped: no new
 starts; running attempts get `grace` seconds, then are killed and recorded as
 interrupted.
+
+Several orchestrators may run the same flows on one store: one leads, the others
+stand by (see `_lead` and docs/operations.md). The leader holds the store's lease
+of its set of flows, renews it every `renew` seconds, and sets the lease's fencing
+token on the store, so that every write acting on the world (a fire recorded, an
+attempt started, a scaling decision, a trigger request taken, attempts taken over)
+checks it in the same statement. It stops acting at once when the store refuses its
+token (`FencedError`), when another holder took the lease, or when it could not
+renew for `lease - renew` seconds (before the lease can expire); then it stands by.
+A standby polls the lease every `renew / 4` seconds and, once it holds it, does
+what a starting orchestrator does: recovers attempts, catches schedules up, starts
+consumers and serves trigger requests. A graceful stop releases the lease at once.
 """
 
 from __future__ import annotations
@@ -49,13 +61,16 @@ from .model import AttemptRow, DeadLetterRow, RunStatus, TriggerKind
 from .notify import Notifications, dead_letter_event
 from .scheduler import FireRequest, Scheduler
 from .secrets import UnresolvedValueError
-from .store import Store
+from .store import Fence, FencedError, LeaseGrant, Store, StoreError, lease_key
 
 log = logging.getLogger("tideflow.orchestrator")
 
 # An orchestrator whose heartbeat is older than this is taken for dead.
 LIVE_WITHIN_SECONDS = 30.0
 HEARTBEAT_SECONDS = 1.0
+# The lease's defaults (`tideflow run --lease --renew`).
+LEASE_SECONDS = 10.0
+RENEW_SECONDS = 2.0
 
 
 def _tideflow_process(pid: int) -> bool:
@@ -103,6 +118,40 @@ class OrchestratorError(Exception):
     """The orchestrator cannot start; the message says why and what to do."""
 
 
+class Role:
+    """What an orchestrator is doing now (`Orchestrator.role`)."""
+
+    STARTING: Final = "starting"
+    LEADER: Final = "leader"
+    STANDBY: Final = "standby"
+    STOPPED: Final = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _GatedLedger:
+    """The scheduler's ledger, refusing (as a failing store would) while the orchestrator
+    must not act: an instant is then neither recorded nor fired, and the next leader
+    fires it by its `catch_up`."""
+
+    store: Store
+    may_act: Callable[[], bool]
+
+    def _check(self) -> None:
+        if not self.may_act():
+            raise StoreError("this orchestrator does not lead now")
+
+    def last_fired(self, flow: str) -> dict[str, datetime]:
+        return self.store.last_fired(flow)
+
+    def record_fire(self, flow: str, job: str, instant: datetime) -> bool:
+        self._check()
+        return self.store.record_fire(flow, job, instant)
+
+    def record_fires(self, flow: str, fires: Sequence[tuple[str, datetime]]) -> list[bool]:
+        self._check()
+        return self.store.record_fires(flow, fires)
+
+
 @dataclass
 class _ConsumerRuntime:
     consumer: ConsumerNode
@@ -132,11 +181,24 @@ class Orchestrator:
     clock: Clock = field(default_factory=SystemClock)
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     on_started: Callable[[Orchestrator], None] | None = None
+    # the leader lease: its length, and how often the leader renews it
+    lease: float = LEASE_SECONDS
+    renew: float = RENEW_SECONDS
+    # called at each change of `role` (after it changed)
+    on_role: Callable[[Orchestrator], None] | None = None
     # what run() builds
     id: int | None = field(default=None, init=False)
+    role: str = field(default=Role.STARTING, init=False)
+    term: LeaseGrant | None = field(default=None, init=False)  # the lease, while leading
     runtimes: dict[str, _FlowRuntime] = field(default_factory=dict, init=False)
     upstreams: list[_Upstream] = field(default_factory=list, init=False)
     _last_heartbeat: float = field(default=0.0, init=False)
+    _renewed: float = field(default=0.0, init=False)  # monotonic start of the last renewal
+    _lost: asyncio.Event | None = field(default=None, init=False)
+    _lost_why: str = field(default="", init=False)
+    _recovered: bool = field(default=False, init=False)
+    _dead: list[int] = field(default_factory=list, init=False)  # found dead at start-up
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     @property
     def names(self) -> list[str]:
@@ -151,19 +213,168 @@ class Orchestrator:
                     fires[(name, job)] = instant
         return fires
 
+    @property
+    def lease_key(self) -> str:
+        return lease_key(self.names)
+
     async def run(self, stop: asyncio.Event) -> None:
+        if not 0 < self.renew < self.lease:
+            raise OrchestratorError(
+                f"the lease renewal ({self.renew:g}s) must be shorter than the lease "
+                f"({self.lease:g}s)"
+            )
         self._check_can_start()
+        try:
+            self.store.check_lease_support()
+        except StoreError as exc:
+            raise OrchestratorError(str(exc)) from exc
         # consumer instances (tideflow worker processes) report to the same store
         os.environ["TIDEFLOW_STATE"] = self.store.url
         self.id = self.store.register_orchestrator(self.names)
         log.info("orchestrator %d started for %s", self.id, ", ".join(self.names))
+        beating = asyncio.create_task(self._heartbeats())
+        try:
+            while not stop.is_set():
+                grant = await self._stand_by(stop)
+                if grant is not None:
+                    await self._lead(stop, grant)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+            self._set_role(Role.STOPPED)
+            with contextlib.suppress(StoreError):
+                self.store.orchestrator_stopped(self.id)
+            log.info("orchestrator %d stopped", self.id)
+
+    # --- the lease -----------------------------------------------------------------------
+
+    def _set_role(self, role: str, why: str = "") -> None:
+        if role == self.role:
+            return
+        self.role = role
+        if role == Role.LEADER and self.term is not None:
+            log.info(
+                "orchestrator %d leads %s (fencing token %d)%s",
+                self.id,
+                ", ".join(self.names),
+                self.term.token,
+                why,
+            )
+        elif role == Role.STANDBY:
+            log.info("orchestrator %d stands by%s", self.id, why)
+        if self.on_role is not None:
+            self.on_role(self)
+
+    def may_act(self) -> bool:
+        """Whether this orchestrator may act now: it leads, nothing refused its token, and
+        its last renewal is recent enough that the lease cannot have expired."""
+        if self.role != Role.LEADER or self._lost is None or self._lost.is_set():
+            return False
+        if time.monotonic() - self._renewed > self.lease - self.renew:
+            self._lose(
+                f"the lease was not renewed for {time.monotonic() - self._renewed:.1f}s "
+                f"(lease {self.lease:g}s)"
+            )
+            return False
+        return True
+
+    def _lose(self, why: str) -> None:
+        if self._lost is not None and not self._lost.is_set():
+            self._lost_why = why
+            self._lost.set()
+
+    def _acquire(self) -> LeaseGrant | None:
+        assert self.id is not None
+        started = time.monotonic()
+        try:
+            grant = self.store.acquire_lease(
+                self.lease_key, self.id, self.lease, steal_from=self._dead
+            )
+        except StoreError as exc:
+            log.warning("the lease could not be read: %s", _first_line(exc))
+            return None
+        if grant is not None:
+            self._renewed = started
+        return grant
+
+    async def _stand_by(self, stop: asyncio.Event) -> LeaseGrant | None:
+        """Poll the lease until this orchestrator holds it (the grant) or `stop` is set."""
+        poll = self.renew / 4
+        while not stop.is_set():
+            grant = self._acquire()
+            if grant is not None:
+                return grant
+            if self.role != Role.STANDBY:
+                holder = self._holder()
+                self._set_role(Role.STANDBY, f": orchestrator {holder} leads" if holder else "")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+        return None
+
+    def _holder(self) -> int | None:
+        with contextlib.suppress(StoreError):
+            state = self.store.lease(self.lease_key)
+            return state.holder if state is not None else None
+        return None
+
+    async def _keep_lease(self, grant: LeaseGrant) -> None:
+        """Renew every `renew` seconds; lose the lease when another holder has it, or when
+        renewing failed for `lease - renew` seconds."""
+        assert self.id is not None and self._lost is not None
+        while not self._lost.is_set():
+            deadline = self._renewed + self.lease - self.renew
+            wait = min(self.renew, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), wait)
+            if self._lost.is_set() or not self.may_act():
+                return
+            if time.monotonic() - self._renewed < self.renew * 0.9:
+                continue  # woken early for the deadline: not yet time to renew
+            started = time.monotonic()
+            try:
+                held = await asyncio.to_thread(
+                    self.store.renew_lease, grant.key, self.id, grant.token, self.lease
+                )
+            except StoreError as exc:
+                log.warning("the lease could not be renewed: %s", _first_line(exc))
+                continue
+            if not held:
+                self._lose("another orchestrator holds the lease")
+                return
+            self._renewed = started
+
+    def _fenced(self, fence: Fence) -> None:
+        # the store refused a write: called where the write was made, maybe another thread
+        why = f"the store refused fencing token {fence.token}: another orchestrator leads"
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._lose, why)
+
+    async def _lead(self, stop: asyncio.Event, grant: LeaseGrant) -> None:
+        """Act as the leader until `stop` is set or the lease is lost; then stop acting at
+        once and wind down (graceful: the lease is released first, so that a standby
+        takes over while this one drains)."""
+        assert self.id is not None
+        self._loop = asyncio.get_running_loop()
+        self.term = grant
+        self._lost = asyncio.Event()
+        self._lost_why = ""
+        self._recovered = False
+        self.store.fence = Fence(grant.key, grant.token, self.id)
+        self.store.on_fenced = self._fenced
+        taken = ""
+        if grant.previous_holder is not None:
+            how = "released it" if grant.released else "let it expire"
+            taken = f", taking over from orchestrator {grant.previous_holder}, which {how}"
+        self._set_role(Role.LEADER, taken)
+        keeper = asyncio.create_task(self._keep_lease(grant))
         try:
             for flow in self.flows:
                 self.store.save_flow(flow.info.name, flow.info.source, to_json(flow))
                 await self._ensure_topics(flow)
             for flow in self.flows:
                 self._start_flow(flow)
-            await self._recover()
+            await self._recover_if_ready(grant)
             self._watch_other_flows()
             for runtime in self.runtimes.values():
                 await self._start_consumers(runtime)
@@ -172,12 +383,33 @@ class Orchestrator:
             if self.on_started is not None:
                 self.on_started(self)
             await self._serve_triggers(stop)
+        except FencedError as exc:
+            self._lose(str(exc))
         finally:
-            await self._shutdown()
+            graceful = not self._lost.is_set()
+            self._lose("stopping")
+            await self._stop_acting()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self.store.fence = None
+            self.store.on_fenced = None
+            if graceful:
+                with contextlib.suppress(StoreError):
+                    self.store.release_lease(grant.key, self.id, grant.token)
+                    log.info("orchestrator %d released the lease", self.id)
+            else:
+                self._set_role(Role.STANDBY, f": {self._lost_why}")
+            self.term = None
+            # a deposed leader's attempts were (or will be) taken over: kill them now
+            await self._wind_down(self.grace if graceful else 0.0)
 
     # --- start-up ------------------------------------------------------------------------
 
     def _check_can_start(self) -> None:
+        """Refuse what two orchestrators must never do: lead overlapping but different
+        sets of flows (each would hold a lease of its own and both would act). The same
+        set is fine: the second one stands by."""
         names = self.names
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
@@ -185,14 +417,20 @@ class Orchestrator:
         for other in self.store.live_orchestrators(names, LIVE_WITHIN_SECONDS):
             if other.host == socket.gethostname() and not _tideflow_process(other.pid):
                 # killed (SIGKILL, a crash) moments ago: its heartbeat is fresh, its
-                # process is gone
+                # process is gone; its lease may be taken at once
                 self.store.orchestrator_stopped(other.id)
+                self._dead.append(other.id)
                 continue
+            if other.all_flows == tuple(sorted(names)):
+                continue  # the same flows: one of us leads, the other stands by
             age = time.time() - other.heartbeat_at.timestamp()
             raise OrchestratorError(
                 f"flow {', '.join(repr(f) for f in other.flows)} is already run by "
                 f"orchestrator {other.id} (pid {other.pid} on {other.host}, last "
-                f"heartbeat {age:.0f}s ago); stop it first"
+                f"heartbeat {age:.0f}s ago) together with other flows "
+                f"({', '.join(other.all_flows)}); orchestrators of the same flows stand by "
+                "for each other only when they run exactly the same set: stop it first, "
+                "or run the same files"
             )
 
     async def _ensure_topics(self, flow: FlowIR) -> None:
@@ -232,7 +470,7 @@ class Orchestrator:
         if any(job.schedule is not None for job in flow.jobs.values()):
             runtime.scheduler = Scheduler(
                 flow,
-                self.store,
+                _GatedLedger(self.store, self.may_act),
                 self.clock,
                 self._fire,
                 on_tick=self._tick,
@@ -328,6 +566,7 @@ class Orchestrator:
             self.store,
             self.clock,
             partitioned=type(broker).partitioned,
+            may_act=self.may_act,
         )
         autoscaler.start()
         return _ConsumerRuntime(consumer, scaler, broker, autoscaler)
@@ -411,6 +650,15 @@ class Orchestrator:
     # --- running -------------------------------------------------------------------------
 
     async def _fire(self, request: FireRequest) -> None:
+        if not self.may_act():
+            # recorded in the instant before the lease was lost: the run is not started
+            log.warning(
+                'flow "%s": job "%s" at %s not started: this orchestrator no longer leads',
+                request.flow,
+                request.job,
+                request.scheduled_at,
+            )
+            return
         runtime = self.runtimes[request.flow]
         await runtime.executor.submit(request)
 
@@ -426,10 +674,14 @@ class Orchestrator:
             self.store.heartbeat(self.id)
 
     async def _serve_triggers(self, stop: asyncio.Event) -> None:
-        """Claim manual triggers from the store until `stop` is set."""
-        assert self.id is not None
-        while not stop.is_set():
+        """Claim manual triggers from the store until `stop` is set or the lease is
+        lost."""
+        assert self.id is not None and self._lost is not None and self.term is not None
+        lost = self._lost
+        while not stop.is_set() and self.may_act():
             self._heartbeat()
+            if not self._recovered:
+                await self._recover_if_ready(self.term)
             await self._watch_consumers()
             await self._notify_dead_letters()
             await self._follow_other_flows()
@@ -455,8 +707,12 @@ class Orchestrator:
                     request.requested_by,
                     flow_run,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.trigger_poll)
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+            try:
+                await asyncio.wait(waits, timeout=self.trigger_poll, return_when="FIRST_COMPLETED")
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     @staticmethod
     async def _stop_consumer(item: _ConsumerRuntime) -> None:
@@ -466,22 +722,57 @@ class Orchestrator:
             with contextlib.suppress(Exception):
                 await item.broker.aclose()
 
-    async def _shutdown(self) -> None:
+    async def _heartbeats(self) -> None:
+        """Beat every HEARTBEAT_SECONDS for the whole life of the process, leading,
+        standing by or draining: a new leader waits for the old one's attempts until
+        its heartbeat stops (see `_previous_gone`)."""
+        while True:  # cancelled by run() at the very end
+            with contextlib.suppress(StoreError):
+                self._heartbeat()
+            await asyncio.sleep(HEARTBEAT_SECONDS / 2)
+
+    def _previous_gone(self, grant: LeaseGrant) -> bool:
+        """Whether the orchestrator that led before is gone (stopped, or silent for a
+        lease): only then are its attempts still marked running lost, and its unfinished
+        runs resumed. A graceful one drains its attempts meanwhile."""
+        previous = grant.previous_holder
+        if previous is None or previous == self.id:
+            return True
+        for other in self.store.live_orchestrators(self.names, self.lease):
+            if other.id == previous:
+                return other.host == socket.gethostname() and not _tideflow_process(other.pid)
+        return True
+
+    async def _recover_if_ready(self, grant: LeaseGrant) -> None:
+        if self._previous_gone(grant):
+            self._recovered = True
+            await self._recover()
+
+    async def _stop_acting(self) -> None:
+        """No more fires, scaling or trigger claims: at once."""
         for runtime in self.runtimes.values():
             if runtime.scheduler is not None:
-                await runtime.scheduler.aclose()
+                with contextlib.suppress(Exception):
+                    await runtime.scheduler.aclose()
             for item in runtime.consumers:
                 if item.autoscaler is not None:
-                    await item.autoscaler.aclose()
+                    with contextlib.suppress(Exception):
+                        await item.autoscaler.aclose()
+
+    async def _wind_down(self, grace: float) -> None:
+        """Stop consumers and executors (running attempts get `grace` seconds)."""
         # instances drain (each within its drain_timeout) while jobs finish
         await asyncio.gather(
             *(self._stop_consumer(item) for r in self.runtimes.values() for item in r.consumers)
         )
         await asyncio.gather(
-            *(runtime.executor.shutdown(self.grace) for runtime in self.runtimes.values())
+            *(runtime.executor.shutdown(grace) for runtime in self.runtimes.values())
         )
         for runtime in self.runtimes.values():
             await runtime.notifications.aclose()
-        if self.id is not None:
-            self.store.orchestrator_stopped(self.id)
-            log.info("orchestrator %d stopped", self.id)
+        self.runtimes = {}
+        self.upstreams = []
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -15,6 +15,7 @@ row first. The token grows by one whenever the holder changes, and only then.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -83,11 +84,14 @@ class LeaseQueries(StoreBase):
                 "SQLite file (several orchestrators on one host) or PostgreSQL (several hosts)"
             )
 
-    def acquire_lease(self, key: str, holder: int, seconds: float) -> LeaseGrant | None:
+    def acquire_lease(
+        self, key: str, holder: int, seconds: float, *, steal_from: Sequence[int] = ()
+    ) -> LeaseGrant | None:
         """Take or renew the lease `key` for `seconds`; None when another holder's lease
         has not expired. Taking it from another holder (or after a release) grows the
-        token."""
-        grant = self._try_acquire(key, holder, seconds)
+        token. `steal_from`: holders known to be dead (a process of this host that is
+        gone), whose lease is taken without waiting for it to expire."""
+        grant = self._try_acquire(key, holder, seconds, steal_from)
         if grant is not None:
             return grant
         lease = t.leader_leases
@@ -110,18 +114,20 @@ class LeaseQueries(StoreBase):
                         )
                 except sa.exc.IntegrityError:
                     return None
-        return self._try_acquire(key, holder, seconds)
+        return self._try_acquire(key, holder, seconds, steal_from)
 
-    def _try_acquire(self, key: str, holder: int, seconds: float) -> LeaseGrant | None:
+    def _try_acquire(
+        self, key: str, holder: int, seconds: float, steal_from: Sequence[int]
+    ) -> LeaseGrant | None:
         lease = t.leader_leases
         now = self._db_now()
         mine = lease.c.holder == holder
+        free = sa.or_(mine, lease.c.holder.is_(None), lease.c.expires_at < now)
+        if steal_from:
+            free = sa.or_(free, lease.c.holder.in_(list(steal_from)))
         statement = (
             sa.update(lease)
-            .where(
-                lease.c.key == key,
-                sa.or_(mine, lease.c.holder.is_(None), lease.c.expires_at < now),
-            )
+            .where(lease.c.key == key, free)
             .values(
                 token=sa.case((mine, lease.c.token), else_=lease.c.token + 1),
                 holder=holder,

@@ -29,6 +29,7 @@ class LiveOrchestrator:
     pid: int
     flows: tuple[str, ...]
     heartbeat_at: datetime
+    all_flows: tuple[str, ...] = ()  # every flow it runs, sorted
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class OrchestratorQueries(StoreBase):
                 pid=r.pid,
                 flows=tuple(sorted(wanted & set(r.flows))),
                 heartbeat_at=r.heartbeat_at,
+                all_flows=tuple(sorted(r.flows)),
             )
             for r in rows
             if wanted & set(r.flows)

@@ -187,15 +187,31 @@ def test_kill_9_then_restart_never_refires_and_recovers_the_zombie(project: Proj
     assert slow.status is RunStatus.SUCCESS
 
 
-def test_a_second_orchestrator_for_the_same_flow_is_refused(project: Project) -> None:
+def test_a_second_orchestrator_of_the_same_flow_stands_by(project: Project) -> None:
     flow = project.flow('job "tick" {\n  schedule = every(1s)\n  run = "testjobs:tick"\n}\n')
     process = project.start(flow)
     try:
         with project.store() as store:
             wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
         again = project.cli("run", str(flow), "--no-live", "--duration", "1s")
+        assert again.returncode == 0, again.stderr
+        assert ": standby (another orchestrator leads demo" in again.stderr
+        assert "Traceback" not in again.stderr
+    finally:
+        stop(process)
+
+
+def test_an_orchestrator_of_an_overlapping_set_of_flows_is_refused(project: Project) -> None:
+    flow = project.flow('job "tick" {\n  schedule = every(1s)\n  run = "testjobs:tick"\n}\n')
+    other = project.flow('job "hello" {\n  run = "testjobs:hello"\n}\n', name="other")
+    process = project.start(flow)
+    try:
+        with project.store() as store:
+            wait_until(lambda: store.live_orchestrators(["demo"], 30) != [])
+        again = project.cli("run", str(flow), str(other), "--no-live", "--duration", "1s")
         assert again.returncode == 1
         assert "is already run by orchestrator" in again.stderr
+        assert "exactly the same set" in again.stderr
         assert "Traceback" not in again.stderr
     finally:
         stop(process)

@@ -33,7 +33,7 @@ from tideflow.cli.common import (
 )
 from tideflow.dsl.timetext import format_elapsed, human_delta
 from tideflow.runtime import redaction
-from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError
+from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError, Role
 from tideflow.runtime.secrets import flow_secret_values
 from tideflow.runtime.store import Store
 
@@ -50,6 +50,25 @@ __all__ = ["run_command"]
     help="On stop, how long running attempts may finish before they are killed.",
 )
 @click.option("--duration", "run_for", help="Stop by itself after this long (e.g. 60s).")
+@click.option(
+    "--lease",
+    default="10s",
+    show_default=True,
+    envvar="TIDEFLOW_LEASE",
+    show_envvar=True,
+    help="With several orchestrators on the same flows and store: how long the leader's "
+    "lease lasts unrenewed; a standby takes over within about this long after the "
+    "leader dies.",
+)
+@click.option(
+    "--renew",
+    default="2s",
+    show_default=True,
+    envvar="TIDEFLOW_RENEW",
+    show_envvar=True,
+    help="How often the leader renews its lease (shorter than --lease); a standby looks "
+    "at the lease four times as often.",
+)
 @click.option(
     "--check-imports/--no-check-imports",
     default=True,
@@ -71,6 +90,8 @@ def run_command(
     state_url: str | None,
     grace: str,
     run_for: str | None,
+    lease: str,
+    renew: str,
     check_imports: bool,
     live: bool | None,
     ui: bool,
@@ -83,10 +104,20 @@ def run_command(
     SIGINT or SIGTERM stops gracefully: nothing new starts; running attempts get
     --grace to finish, then are killed and recorded as interrupted. A second
     signal stops at once.
+
+    Started several times on the same FILEs and the same --state (on one host with
+    SQLite, on several with PostgreSQL), one orchestrator leads and the others stand
+    by; a standby takes over when the leader dies (after --lease) or stops (at once).
     """
     flows = [load_flow(file, warnings=True, check_imports=check_imports) for file in files]
     flow_secret_values(flows)  # remembered: from now on, no log line shows one
     grace_seconds = parse_seconds(grace)
+    lease_seconds, renew_seconds = parse_seconds(lease), parse_seconds(renew)
+    if not 0 < renew_seconds < lease_seconds:
+        raise click.BadParameter(
+            f"--renew ({renew}) must be above zero and shorter than --lease ({lease})",
+            param_hint="'--renew'",
+        )
     stop_after = parse_seconds(run_for) if run_for else None
     console = Console(stderr=True, markup=False, emoji=False)  # flow and job names as they are
     use_live = console.is_terminal if live is None else live
@@ -96,7 +127,14 @@ def run_command(
         dashboard.check()
     with open_store(state_url, create=True) as store:
         console.print(f"state store: {store.location}", soft_wrap=True)
-        orchestrator = Orchestrator(flows, store, grace=grace_seconds)
+        orchestrator = Orchestrator(
+            flows,
+            store,
+            grace=grace_seconds,
+            lease=lease_seconds,
+            renew=renew_seconds,
+            on_role=lambda o: _say_role(o, console),
+        )
         try:
             asyncio.run(_run(orchestrator, console, use_live, stop_after, dashboard))
         except OrchestratorError as exc:
@@ -124,6 +162,23 @@ class _Dashboard:
         app = create_app(None, token=self.token, store=store)
         console.print(f"dashboard on http://{self.host}:{self.port}/")
         await serve(app, self.host, self.port)
+
+
+def _say_role(orchestrator: Orchestrator, console: Console) -> None:
+    """One line at each change of role: leader, standby, stopped."""
+    stamp = datetime.now().astimezone().strftime("%H:%M:%S %Z")
+    term = orchestrator.term
+    if orchestrator.role == Role.LEADER and term is not None:
+        line = f"orchestrator {orchestrator.id}: leader (fencing token {term.token})"
+    elif orchestrator.role == Role.STANDBY:
+        line = (
+            f"orchestrator {orchestrator.id}: standby (another orchestrator leads "
+            f"{', '.join(orchestrator.names)}; taking over if it stops)"
+        )
+    else:
+        return
+    # the epoch time too: tests and scripts compare it with the store's lease times
+    console.print(f"{stamp} {line} [at {time.time():.3f}]", soft_wrap=True, highlight=False)
 
 
 def _configure_logging(console: Console, live: bool) -> None:
@@ -234,7 +289,7 @@ def _live_view(orchestrator: Orchestrator, uptime: float, width: int) -> Group:
     counts = store.status_counts(since=since)
     header = Text.assemble(
         ("tideflow ", "bold"),
-        f"orchestrator {orchestrator.id}  up {format_elapsed(uptime)}  ",
+        f"orchestrator {orchestrator.id} ({orchestrator.role})  up {format_elapsed(uptime)}  ",
         ("Ctrl-C to stop", "dim"),
     )
     parts: list[Any] = [header]
