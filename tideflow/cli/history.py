@@ -250,6 +250,10 @@ def _print_attempt(console: Console, item: AttemptRow, lines: Sequence[Any]) -> 
         title.append(f"  exit code {item.exit_code}")
     if item.pid:
         title.append(f"  pid {item.pid} on {item.host}")
+    if item.executor is not None:
+        title.append(f'  on executor "{item.executor}"')
+        if item.executor_where:
+            title.append(f" ({item.executor_where})")
     # soft_wrap: long lines are the terminal's to wrap, never cut or broken by us
     console.print(title, soft_wrap=True)
     if item.error is not None:
