@@ -444,6 +444,10 @@ class FlowStatus:
     last_flow_run: FlowRunRow | None = None
     last_flow_run_reason: str | None = None  # which jobs failed, and why
     consumers: list[ConsumerStatus] = field(default_factory=list)
+    # with several orchestrators on the flow: the one leading (the lease's holder), and
+    # the live ones standing by
+    leader: int | None = None
+    standbys: list[int] = field(default_factory=list)
 
 
 def consumer_statuses(store: Store, flow: FlowIR, since: datetime) -> list[ConsumerStatus]:
@@ -487,7 +491,15 @@ def flow_status(store: Store, flow: FlowIR, since: datetime, now: datetime) -> F
         errors = store.last_errors(r.id for r in job_runs if r.status is not RunStatus.SUCCESS)
         reason = flow_run_reason(job_runs, errors) or None
     consumers = consumer_statuses(store, flow, since)
-    return FlowStatus(name, live[0] if live else None, jobs, last_flow_run, reason, consumers)
+    leader = next(
+        (lease.holder for lease in store.leases() if lease.led and name in lease.key.split(",")),
+        None,
+    )
+    running = next((o for o in live if o.id == leader), live[0] if live else None)
+    standbys = sorted(o.id for o in live if leader is not None and o.id != leader)
+    return FlowStatus(
+        name, running, jobs, last_flow_run, reason, consumers, leader=leader, standbys=standbys
+    )
 
 
 @click.command("status")
@@ -515,9 +527,16 @@ def status_command(file: str | None, since: str, state_url: str | None, output_f
     console = make_console()
     for item in report:
         running = item.orchestrator
+        role = "leader: " if item.leader is not None and running is not None else ""
+        waiting = (
+            f"; standing by: orchestrator {', '.join(str(i) for i in item.standbys)}"
+            if item.standbys
+            else ""
+        )
         state = (
             Text(
-                f"running (orchestrator {running.id}, pid {running.pid} on {running.host})",
+                f"running ({role}orchestrator {running.id}, pid {running.pid} on "
+                f"{running.host}{waiting})",
                 style="green",
             )
             if running

@@ -20,6 +20,10 @@ starts. The rest is read whole at each scrape:
   heartbeat, and `tideflow_job_next_fire_timestamp_seconds{flow,job}`: when each
   schedule fires next; together they tell "the scheduler is dead" from "nothing is
   due yet";
+- `tideflow_orchestrator_leader{orchestrator,host,flows}`: 1 for the orchestrator
+  holding its flows' lease, 0 for each live one standing by; and
+  `tideflow_orchestrator_lease_token{flows}`: the lease's fencing token, which
+  grows at every change of leader (`changes()` counts failovers);
 - `tideflow_store_up`: 0 when the store could not be read (the rest is then absent).
 """
 
@@ -165,6 +169,7 @@ class StoreCollector(Collector):
             self._dead_letters(),
             self._scale_event_counter(),
             *self._scheduler(now),
+            *self._orchestrators(),
         ]
 
     def _job_runs(self) -> Metric:
@@ -279,6 +284,28 @@ class StoreCollector(Collector):
         for key, count in sorted(self._scale_events.items()):
             family.add_metric(list(key), count)
         return family
+
+    def _orchestrators(self) -> list[Metric]:
+        leader = GaugeMetricFamily(
+            "tideflow_orchestrator_leader",
+            "1 for the orchestrator that leads its flows (holds their lease), 0 for a live "
+            "one standing by",
+            labels=["orchestrator", "host", "flows"],
+        )
+        leases = self.store.leases()
+        leaders = {lease.holder for lease in leases if lease.led}
+        for o in self.store.orchestrators(stale_after=self.instance_alive_seconds):
+            if o.alive:
+                labels = [str(o.id), o.host, ",".join(sorted(o.flows))]
+                leader.add_metric(labels, 1 if o.id in leaders else 0)
+        token = GaugeMetricFamily(
+            "tideflow_orchestrator_lease_token",
+            "The fencing token of each set of flows' lease; it grows at every change of leader",
+            labels=["flows"],
+        )
+        for lease in leases:
+            token.add_metric([lease.key], lease.token)
+        return [leader, token]
 
     def _scheduler(self, now: datetime) -> list[Metric]:
         tick = GaugeMetricFamily(

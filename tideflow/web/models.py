@@ -69,6 +69,11 @@ class OrchestratorInfo(_Model):
     heartbeat_at: datetime = Field(description="the scheduler's last tick")
     stopped_at: datetime | None
     alive: bool
+    role: str = Field(
+        default="stopped",
+        description="leader (holds its flows' lease), standby (alive, waiting to take "
+        "over) or stopped",
+    )
 
 
 class SchedulerStatus(_Model):

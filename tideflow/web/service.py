@@ -206,8 +206,15 @@ class Dashboard:
         return [TriggerRequestInfo.model_validate(r, from_attributes=True) for r in found]
 
     def scheduler(self) -> SchedulerStatus:
+        leaders = {lease.holder for lease in self.store.leases() if lease.led}
         found = [
-            OrchestratorInfo.model_validate(o, from_attributes=True)
+            OrchestratorInfo.model_validate(o, from_attributes=True).model_copy(
+                update={
+                    "role": "leader"
+                    if o.alive and o.id in leaders
+                    else ("standby" if o.alive else "stopped")
+                }
+            )
             for o in self.store.orchestrators(stale_after=self.scheduler_stale_seconds)
         ]
         last = max((o.heartbeat_at for o in found), default=None)
