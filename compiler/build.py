@@ -9,17 +9,24 @@ follow once every node exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from tideflow.plugins.api import options as o
 
 from . import schema as s
-from .checks import CheckedFlow, Declaration, OtherFlowsJob, ScheduleSpec, Section
+from .checks import (
+    CheckedFlow,
+    Declaration,
+    OtherFlowsJob,
+    ScheduleSpec,
+    Section,
+    with_defaults,
+)
 from .ir import (
     BrokerNode,
     ConsumerNode,
     EdgeKind,
+    ExecutorNode,
     FlowInfo,
     FlowIR,
     JobNode,
@@ -64,6 +71,7 @@ def build_ir(checked: CheckedFlow) -> FlowIR:
         timeout=flow_values.get("timeout"),
         retry=flow_retry,
         concurrency=flow_values.get("concurrency", s.FLOW.by_name["concurrency"].default),
+        executor=flow_values.get("executor"),
     )
     ir = FlowIR(info)
     declared = checked.declarations
@@ -72,7 +80,7 @@ def build_ir(checked: CheckedFlow) -> FlowIR:
         record = BrokerNode(
             broker.name,
             values["kind"],
-            _options(broker.section),
+            with_defaults(broker.section),
             values.get("description"),
         )
         ir.add(record, broker.block.span)
@@ -81,7 +89,7 @@ def build_ir(checked: CheckedFlow) -> FlowIR:
     for pool in declared["pool"].values():
         ir.add(PoolNode(pool.name, **pool.section.values), pool.block.span)
     for job in declared["job"].values():
-        ir.add(_job(job, checked.timezones[job.name], flow_retry, info.timeout), job.block.span)
+        ir.add(_job(job, checked.timezones[job.name], flow_retry, info), job.block.span)
     for consumer in declared["consumer"].values():
         ir.add(_consumer(consumer), consumer.block.span)
     for notify in declared["notify"].values():
@@ -91,16 +99,23 @@ def build_ir(checked: CheckedFlow) -> FlowIR:
             values["kind"],
             tuple(values["on"]),
             tuple(values.get("jobs", ())),
-            _options(notify.section),
+            with_defaults(notify.section),
         )
         ir.add(notifier, notify.block.span)
+    for executor in declared["executor"].values():
+        values = executor.section.values
+        node = ExecutorNode(
+            executor.name,
+            values["kind"],
+            with_defaults(executor.section),
+            values.get("description"),
+        )
+        ir.add(node, executor.block.span)
     _connect(ir)
     return ir
 
 
-def _job(
-    job: Declaration, zone: str, flow_retry: RetryPolicy, flow_timeout: float | None
-) -> JobNode:
+def _job(job: Declaration, zone: str, flow_retry: RetryPolicy, info: FlowInfo) -> JobNode:
     values = job.section.values
     fields = _JOB_DEFAULTS | values
     fields.pop("timezone", None)
@@ -111,12 +126,17 @@ def _job(
     fields["after"] = tuple(d for d in after if isinstance(d, str))
     fields["after_flows"] = tuple((d.flow, d.job) for d in after if isinstance(d, OtherFlowsJob))
     fields["retry"] = _retry(values.get("retry"), flow_retry)
-    fields["timeout"] = values.get("timeout", flow_timeout)
+    fields["timeout"] = values.get("timeout", info.timeout)
+    fields["executor"] = values.get("executor", info.executor)
     resources = values.get("resources")
     if isinstance(resources, Section):
-        cpu = resources.values.get("cpu")
+        given = resources.values
+        cpu = given.get("cpu")
         fields["resources"] = Resources(
-            None if cpu is None else float(cpu), resources.values.get("memory")
+            None if cpu is None else float(cpu),
+            given.get("memory"),
+            given.get("gpu"),
+            dict(resources.options),  # the executor's own entries (`checks.placement`)
         )
     return JobNode(job.name, **fields)
 
@@ -134,20 +154,9 @@ def _consumer(consumer: Declaration) -> ConsumerNode:
     fields.setdefault("group", consumer.name)
     scale = fields.get("scale")
     if isinstance(scale, Section):
-        fields["scale"] = ScaleRule(**(_SCALE_DEFAULTS | scale.values), options=_options(scale))
+        options = with_defaults(scale)
+        fields["scale"] = ScaleRule(**(_SCALE_DEFAULTS | scale.values), options=options)
     return ConsumerNode(consumer.name, **fields)
-
-
-def _options(section: Section) -> Mapping[str, Any]:
-    """The backend's options as written, then its defaults for the ones left out."""
-    backend = section.backend
-    if backend is None:
-        return dict(section.options)
-    options = dict(section.options)
-    for option in backend.options:
-        if option.name not in options and option.default is not None:
-            options[option.name] = option.default
-    return options
 
 
 def _connect(ir: FlowIR) -> None:
@@ -160,6 +169,8 @@ def _connect(ir: FlowIR) -> None:
             edges.extend((key, node_id("topic", t), EdgeKind.PUBLISHES) for t in record.publishes)
             if record.pool is not None:
                 edges.append((key, node_id("pool", record.pool), EdgeKind.USES_POOL))
+            if record.executor is not None:
+                edges.append((key, node_id("executor", record.executor), EdgeKind.RUNS_ON))
         elif kind == "topic":
             edges.append((key, node_id("broker", record.broker), EdgeKind.USES_BROKER))
         elif kind == "consumer":

@@ -1,11 +1,12 @@
 """A picture of a compiled flow: the IR as a graphviz graph a person wants to look at.
 
-Jobs, topics, consumers, brokers, pools and notifiers have their own shapes and
-colours; schedules, retries, timeouts and scale rules are written in the nodes.
+Jobs, topics, consumers, brokers, pools, notifiers and executors have their own
+shapes and colours; schedules, retries, timeouts and scale rules are written in the nodes.
 Edges read left to right in the order things happen: dependencies are solid
 (labelled with a trigger rule other than `all_success`), messages are dashed
 (a job publishes, a consumer consumes, a consumer dead-letters), and the use of a
-broker or a pool is dotted and light, so the flow of work stands out.
+broker or a pool, and where a job runs (its executor; none for the built-in local
+one), is dotted and light, so the flow of work stands out.
 
 `flow_graph` builds the graph; `to_dot` and `render` need nothing but it
 (`render` needs graphviz's `dot` program, and raises `graphviz.ExecutableNotFound`
@@ -25,6 +26,7 @@ from tideflow.compiler.ir import (
     BrokerNode,
     ConsumerNode,
     EdgeKind,
+    ExecutorNode,
     FlowIR,
     JobNode,
     NotifyNode,
@@ -61,6 +63,7 @@ _LOOKS: Final = {
     "broker": _Look("box3d", "#ede9fe", "#7c3aed"),
     "pool": _Look("hexagon", "#f1f5f9", "#64748b"),
     "notify": _Look("note", "#fce7f3", "#db2777"),
+    "executor": _Look("tab", "#ccfbf1", "#0d9488"),
 }
 _SCHEDULED_FILL: Final = "#bfdbfe"  # jobs that start by themselves stand out a little
 _OTHER_LOOK: Final = _Look("ellipse", "#f8fafc", "#94a3b8")  # a kind this module predates
@@ -86,6 +89,7 @@ _LINES: Final = {
     # dotted line crosses the whole picture
     EdgeKind.USES_BROKER: _Line("dotted", "#a78bfa", penwidth="1", arrowhead="none"),
     EdgeKind.USES_POOL: _Line("dotted", "#94a3b8", penwidth="1", arrowhead="none"),
+    EdgeKind.RUNS_ON: _Line("dotted", "#14b8a6", penwidth="1", arrowhead="none"),
 }
 _NOTIFY_LINE: Final = _Line("dotted", "#f472b6", penwidth="1", arrowhead="none")
 _OTHER_LINE: Final = _Line("dotted", "#94a3b8", penwidth="1")
@@ -187,6 +191,8 @@ def _node_lines(record: object, ir: FlowIR) -> list[str]:
             return [record.name, _plural(record.slots, "slot")]
         case NotifyNode():
             return [record.name, record.kind, "on " + ", ".join(record.on)]
+        case ExecutorNode():
+            return [record.name, record.kind]
     return [str(getattr(record, "name", "?"))]
 
 
@@ -248,6 +254,8 @@ def _title(ir: FlowIR, legend: bool) -> str:
     if info.timeout is not None:
         defaults.append(f"timeout {_written(info.timeout)}")
     defaults.append(f"concurrency {info.concurrency}")
+    if info.executor is not None:
+        defaults.append(f"executor {info.executor}")
     rows.append(_detail("defaults: " + " · ".join(defaults)))
     key = _legend(ir) if legend else ""
     if key:
@@ -329,6 +337,7 @@ _LEGEND_EDGES: Final = (
     ((EdgeKind.PUBLISHES, EdgeKind.CONSUMES), "publishes, consumes"),
     ((EdgeKind.DEAD_LETTERS,), "dead letters"),
     ((EdgeKind.USES_BROKER, EdgeKind.USES_POOL), "uses broker, pool"),
+    ((EdgeKind.RUNS_ON,), "runs on"),
 )
 _LEGEND_SINGLE: Final = {
     EdgeKind.PUBLISHES: "publishes",
@@ -378,7 +387,15 @@ def _legend(ir: FlowIR) -> str:
 
 # --- helpers ------------------------------------------------------------------------------
 
-_KIND_ORDER: Final = {"job": 0, "topic": 1, "consumer": 2, "broker": 3, "pool": 4, "notify": 5}
+_KIND_ORDER: Final = {
+    "job": 0,
+    "topic": 1,
+    "consumer": 2,
+    "broker": 3,
+    "pool": 4,
+    "notify": 5,
+    "executor": 6,
+}
 
 
 def _node_order(key: str) -> tuple[int, str]:

@@ -5,7 +5,8 @@ example `"job:extract"`) and carry `kind` and `record` attributes; edges carry
 `kind` (an `EdgeKind`) and read as sentences: `job:report --depends_on--> job:extract`,
 `job:extract --publishes--> topic:orders`, `consumer:w --consumes--> topic:orders`,
 `topic:orders --uses_broker--> broker:main`, `job:extract --uses_pool--> pool:db`,
-`consumer:w --dead_letters--> topic:dlq`.
+`consumer:w --dead_letters--> topic:dlq`, `job:train --runs_on--> executor:cluster` (a job
+on the built-in local executor has no `runs_on` edge).
 
 `env()` and `secret()` values are kept as `EnvRef` / `SecretRef`: resolved at run
 time, never stored or printed as values.

@@ -4,8 +4,8 @@ This module is data. `compiler.checks` interprets it; `docs/language.md` describ
 it (a test keeps the two in step). Its blocks are described with the option types
 of the plugin API (`tideflow.plugins.api.options`), the same `Field` and type
 classes backends (brokers, scalers, notifiers) declare their own options with; the
-compiler checks a `broker`, `scale` or `notify` block against the options of the
-backend it names.
+compiler checks a `broker`, `executor`, `scale` or `notify` block against the options
+of the backend it names.
 
 The option types used to live here: their old names still work for one release,
 with a `DeprecationWarning` naming their new home.
@@ -69,9 +69,13 @@ RESOURCES = o.BlockSchema(
     (
         o.Field("cpu", o.NumberType(positive=True), "CPU cores.", example="0.5"),
         o.Field("memory", o.SizeType(), "Memory.", example="512Mi"),
+        o.Field("gpu", o.IntType(minimum=0), "GPU devices.", example="1"),
     ),
     label=False,
 )
+# `resources` also takes the entries the job's executor declares (its `resource_options`,
+# a Dask worker resource, say): a number, a size or a string each. They are checked once
+# the job's executor is known (`checks.placement`), not against this schema.
 
 SCALE = o.BlockSchema(
     "scale",
@@ -185,6 +189,12 @@ FLOW = o.BlockSchema(
             default=16,
             example="8",
         ),
+        o.Field(
+            "executor",
+            o.RefType("executor"),
+            "Default executor of jobs (default: the built-in local one).",
+            example="executor.cluster",
+        ),
     ),
 )
 
@@ -198,6 +208,19 @@ BROKER = o.BlockSchema(
         ),
     ),
     backend_kind="broker",
+    backend_field="kind",
+)
+
+EXECUTOR = o.BlockSchema(
+    "executor",
+    "Where the attempts of the jobs that name it run: this machine, a Dask cluster, ...",
+    (
+        o.Field("kind", o.StringType(), "Executor backend.", required=True, example='"dask"'),
+        o.Field(
+            "description", o.StringType(), "What this executor is for.", example='"GPU cluster"'
+        ),
+    ),
+    backend_kind="executor",
     backend_field="kind",
 )
 
@@ -339,8 +362,14 @@ JOB = o.BlockSchema(
         o.Field(
             "resources",
             o.ObjectType(RESOURCES),
-            "CPU and memory one attempt needs.",
+            "CPU, memory, GPUs (and the executor's own resources) one attempt needs.",
             example="{ cpu = 2  memory = 4Gi }",
+        ),
+        o.Field(
+            "executor",
+            o.RefType("executor"),
+            "Executor that runs its attempts (default: the flow's, else the built-in local one).",
+            example="executor.cluster",
         ),
         o.Field(
             "params",
@@ -453,7 +482,7 @@ NOTIFY = o.BlockSchema(
 )
 
 BLOCKS: Mapping[str, o.BlockSchema] = {
-    s.type: s for s in (FLOW, BROKER, TOPIC, POOL, JOB, CONSUMER, NOTIFY)
+    s.type: s for s in (FLOW, BROKER, TOPIC, POOL, JOB, CONSUMER, NOTIFY, EXECUTOR)
 }
 
 # Functions that may appear as values, with where they are meaningful.

@@ -1,8 +1,8 @@
 """Diagnostics: what the parser and the compiler tell a user about a `.flow` file.
 
 Every stage *collects* diagnostics instead of raising on the first problem.
-Codes: E1xx syntax and files, E2xx names and types, E3xx graph, W4xx warnings,
-E5xx the flow's Python code (found only by the import check).
+Codes: E1xx syntax and files, E2xx names and types, E3xx the graph and where jobs run,
+W4xx warnings, E5xx the flow's Python code (found only by the import check).
 Each code is listed in `CODES` with a one-line title; `docs/language.md` explains
 each with an example, and a test fails when a code lacks a test or a docs entry.
 """
@@ -91,6 +91,9 @@ CODES: dict[str, str] = {
     "E217": "conflicting attributes",
     # graph
     "E301": "dependency cycle",
+    # where jobs run
+    "E302": "remote job publishes to an embedded topic",
+    "E303": "resource demand above the executor's capacity",
     # the flow's Python code (`lint --check-imports`, `run`)
     "E501": "function's module cannot be imported",
     "E502": "function not found",

@@ -12,8 +12,9 @@ block is collected, and the converted values are handed to `compiler.build`.
 `declare` (block types, names, duplicates), `sections` (each body against its
 schema, with `values` and `calls` converting what is written), `constraints` (what
 the schema cannot say about one declaration, with the cron warnings of
-`schedules`), `cycles` (dependencies among jobs) and `wiring` (the warnings about
-how declarations fit together).
+`schedules`), `placement` (each job against the executor it runs on), `cycles`
+(dependencies among jobs) and `wiring` (the warnings about how declarations fit
+together).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from datetime import UTC, date, datetime
 from tideflow.dsl.loader import LoadedFlow
 from tideflow.plugins.api import options as o
 
-from .common import head_span
+from .common import head_span, with_defaults
 from .constraints import check_consumer, check_job, check_topic
 from .context import CheckContext
 from .cycles import check_cycles
 from .declare import declare
 from .model import CheckedFlow, Declaration, OtherFlowsJob, ScheduleSpec, Section
+from .placement import place_jobs
 from .sections import SectionChecker
 from .wiring import warn_partitions, warn_subject_needed, warn_unused
 
@@ -39,6 +41,7 @@ __all__ = [
     "ScheduleSpec",
     "Section",
     "check_flow",
+    "with_defaults",
 ]
 
 
@@ -66,10 +69,11 @@ def check_flow(loaded: LoadedFlow, catalog: o.Catalog, *, today: date | None = N
         timezones[declaration.name] = check_job(ctx, declaration, flow_zone)
     for declaration in ctx.declarations["consumer"].values():
         check_consumer(ctx, declaration)
+    place_jobs(ctx, flow)
     check_cycles(ctx)
     if not ctx.has_errors:
         # these would only repeat the consequences of an error
-        warn_unused(ctx)
+        warn_unused(ctx, flow)
         warn_partitions(ctx)
         warn_subject_needed(ctx)
     flow_name = flow.name if flow is not None else _stem(loaded.root)

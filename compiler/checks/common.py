@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Attribute, Block, MapEntry, Span
 
-from .model import Item
+from .model import Item, Section
 
 LABEL: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
@@ -72,3 +73,16 @@ def clock(moment: datetime) -> str:
 
 def seconds(value: float) -> str:
     return f"{value:g}s"
+
+
+def with_defaults(section: Section) -> Mapping[str, Any]:
+    """The options of the backend a block names, as written, then its defaults for the
+    ones left out."""
+    backend = section.backend
+    if backend is None:
+        return dict(section.options)
+    options = dict(section.options)
+    for option in backend.options:
+        if option.name not in options and option.default is not None:
+            options[option.name] = option.default
+    return options

@@ -48,12 +48,17 @@ class Section:
     `values` holds schema fields, `options` the options of the backend the
     block names (`backend`); `items` says where each name was written. Values
     that had a problem are left out. Defaults are not filled in here.
+
+    `deferred` holds what a `resources` body writes beyond its schema, for a later
+    pass that knows the job's executor (`placement`); it puts the entries that
+    executor declares, converted, in `options`.
     """
 
     values: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     backend: o.BackendSpec | None = None
+    deferred: dict[str, Item] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

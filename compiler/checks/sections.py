@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
+from tideflow.compiler import schema as s
 from tideflow.dsl import ast
 from tideflow.dsl.ast import Attribute, Block, Span
 from tideflow.dsl.diagnostics import Related
@@ -19,7 +20,12 @@ from .values import ValueChecker
 
 __all__ = ["SectionChecker"]
 
-_BACKEND_WORDS: Final = {"broker": "brokers", "scaler": "scalers", "notifier": "notifiers"}
+_BACKEND_WORDS: Final = {
+    "broker": "brokers",
+    "scaler": "scalers",
+    "notifier": "notifiers",
+    "executor": "executors",
+}
 
 
 @final
@@ -95,18 +101,16 @@ class SectionChecker:
             else:
                 name, name_span = item_parts(item)
             entry = table.get(name)
-            if entry is None:
-                if known_backend or kind is Block:
-                    self._unknown(name, name_span, kind is Block, table, owner)
-                continue
             first = written.get(name)
             if first is not None:
-                self.ctx.error(
-                    "E206",
-                    f"`{name}` is set twice in {owner}",
-                    name_span,
-                    related=(Related(item_parts(first)[1], "first set here"),),
-                )
+                self._twice(name, name_span, first, owner)
+                continue
+            if entry is None:
+                if schema is s.RESOURCES and kind is not Block:
+                    # an entry the job's executor may declare: `placement` checks it
+                    written[name] = section.deferred[name] = item
+                elif known_backend or kind is Block:
+                    self._unknown(name, name_span, kind is Block, table, owner)
                 continue
             written[name] = item
             spec, is_option = entry
@@ -136,6 +140,14 @@ class SectionChecker:
                 related=(Related(value_span(section.items["max"]), "`max` set here"),),
             )
         return section
+
+    def _twice(self, name: str, span: Span, first: Item, owner: str) -> None:
+        self.ctx.error(
+            "E206",
+            f"`{name}` is set twice in {owner}",
+            span,
+            related=(Related(item_parts(first)[1], "first set here"),),
+        )
 
     def _unknown(
         self,

@@ -1,7 +1,7 @@
 """Pass 5, warnings about how declarations are wired together, given only when the flow
-has no error (they would repeat its consequences): what nothing publishes to, consumes or
-uses (W404, W405, W408), instances beyond a topic's partitions (W403), and publishes that
-must name a subject (W411)."""
+has no error (they would repeat its consequences): what nothing publishes to, consumes,
+uses or runs on (W404, W405, W408), instances beyond a topic's partitions (W403), and
+publishes that must name a subject (W411)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .model import Declaration, Section
 __all__ = ["warn_partitions", "warn_subject_needed", "warn_unused"]
 
 
-def warn_unused(ctx: CheckContext) -> None:
+def warn_unused(ctx: CheckContext, flow: Declaration | None) -> None:
     jobs = ctx.declarations["job"].values()
     consumers = ctx.declarations["consumer"].values()
     published = {t for job in jobs for t in job.section.values.get("publishes", ())}
@@ -51,6 +51,13 @@ def warn_unused(ctx: CheckContext) -> None:
     for name, broker in ctx.declarations["broker"].items():
         if name not in used_brokers:
             _warn(ctx, "W408", f'broker "{name}" is never used', broker.block, "no topic is on it")
+    used_executors = {job.section.values.get("executor") for job in jobs}
+    if flow is not None:
+        used_executors.add(flow.section.values.get("executor"))
+    for name, executor in ctx.declarations["executor"].items():
+        if name not in used_executors:
+            label = "no job runs on it, and it is not the flow's `executor`"
+            _warn(ctx, "W408", f'executor "{name}" is never used', executor.block, label)
 
 
 def warn_subject_needed(ctx: CheckContext) -> None:

@@ -17,7 +17,7 @@ from tideflow.plugins.api import ObjectType
 from tideflow.plugins.manager import default_catalog
 
 NAMES = ["a", "b", "main", "orders"]
-KINDS = ["job", "topic", "pool", "broker", "consumer", "notify", "jbo"]
+KINDS = ["job", "topic", "pool", "broker", "consumer", "notify", "executor", "jbo"]
 
 
 def _attribute_names() -> list[str]:

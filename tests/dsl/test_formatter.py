@@ -378,6 +378,39 @@ def test_file_without_final_newline_keeps_the_trailing_comment() -> None:
     assert fmt('job "a" {} # end') == 'job "a" {} # end\n'
 
 
+def test_executor_blocks_and_where_jobs_run_are_kept() -> None:
+    source = (
+        'flow "f" { executor = executor.cluster }\n'
+        'executor "cluster" { kind = "dask"\n'
+        'scheduler = env("DASK_SCHEDULER", "tcp://127.0.0.1:8786")  # the cluster\n'
+        "worker_resources = { GPU = 1, MEMORY = 32Gi } }\n"
+        'job "train" { run = "ml.jobs:train"  executor = executor.cluster\n'
+        "  resources { cpu = 4  memory = 16Gi  gpu = 1  GPU = 1 } }\n"
+    )
+    assert fmt(source) == (
+        'flow "f" {\n'
+        "  executor = executor.cluster\n"
+        "}\n"
+        "\n"
+        'executor "cluster" {\n'
+        '  kind             = "dask"\n'
+        '  scheduler        = env("DASK_SCHEDULER", "tcp://127.0.0.1:8786") # the cluster\n'
+        "  worker_resources = { GPU = 1, MEMORY = 32Gi }\n"
+        "}\n"
+        "\n"
+        'job "train" {\n'
+        '  run      = "ml.jobs:train"\n'
+        "  executor = executor.cluster\n"
+        "  resources {\n"
+        "    cpu    = 4\n"
+        "    memory = 16Gi\n"
+        "    gpu    = 1\n"
+        "    GPU    = 1\n"
+        "  }\n"
+        "}\n"
+    )
+
+
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.name)
 def test_samples_keep_every_comment_in_order(sample: Path) -> None:
     source = sample.read_text("utf-8")

@@ -180,6 +180,19 @@ async def test_declared_names_after_job_dot(editor: Editor) -> None:
 
 
 @e2e
+async def test_executors_their_names_and_gpu_in_resources(editor: Editor) -> None:
+    declared = 'executor "gpus" {\n  description = "the GPU farm"\n  kind = "local"\n}\n'
+    text = declared + 'job "train" {\n  run = "a.b:c"\n  executor = executor.'
+    items = await complete_at_end(editor, "executors.flow", text)
+    assert [item.label for item in items] == ["gpus"]
+    text = declared + 'job "train" {\n  run = "a.b:c"\n  resources {\n    '
+    items = await complete_at_end(editor, "gpu.flow", text)
+    assert {"cpu", "memory", "gpu"} <= {item.label for item in items}
+    blocks = await complete_at_end(editor, "top.flow", "exec")
+    assert "executor" in {item.label for item in blocks}
+
+
+@e2e
 async def test_names_declared_in_an_included_file(editor: Editor) -> None:
     editor.write("common.flow", 'topic "orders" {\n  description = "new orders"\n}\n')
     text = 'include "common.flow"\n\njob "export" {\n  run = "a.b:c"\n  publishes = topic.'

@@ -26,6 +26,7 @@ SYMBOL_KINDS: dict[str, lsp.SymbolKind] = {
     "job": lsp.SymbolKind.Function,
     "consumer": lsp.SymbolKind.Class,
     "notify": lsp.SymbolKind.Interface,
+    "executor": lsp.SymbolKind.Package,
 }
 """How the outline draws each block type (others, and nested blocks: Object)."""
 
