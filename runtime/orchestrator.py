@@ -199,6 +199,7 @@ class Orchestrator:
     _recovered: bool = field(default=False, init=False)
     _dead: list[int] = field(default_factory=list, init=False)  # found dead at start-up
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _unreachable: bool = field(default=False, init=False)
 
     @property
     def names(self) -> list[str]:
@@ -292,8 +293,11 @@ class Orchestrator:
                 self.lease_key, self.id, self.lease, steal_from=self._dead
             )
         except StoreError as exc:
-            log.warning("the lease could not be read: %s", _first_line(exc))
+            if not self._unreachable:  # once per outage, not at every poll
+                log.warning("the lease could not be read: %s", _first_line(exc))
+            self._unreachable = True
             return None
+        self._unreachable = False
         if grant is not None:
             self._renewed = started
         return grant
@@ -383,8 +387,8 @@ class Orchestrator:
             if self.on_started is not None:
                 self.on_started(self)
             await self._serve_triggers(stop)
-        except FencedError as exc:
-            self._lose(str(exc))
+        except StoreError as exc:  # FencedError included
+            self._lose(_first_line(exc))
         finally:
             graceful = not self._lost.is_set()
             self._lose("stopping")
@@ -679,40 +683,52 @@ class Orchestrator:
         assert self.id is not None and self._lost is not None and self.term is not None
         lost = self._lost
         while not stop.is_set() and self.may_act():
-            self._heartbeat()
-            if not self._recovered:
-                await self._recover_if_ready(self.term)
-            await self._watch_consumers()
-            await self._notify_dead_letters()
-            await self._follow_other_flows()
-            for request in self.store.claim_trigger_requests(self.names, self.id):
-                runtime = self.runtimes[request.flow]
-                if request.job not in runtime.flow.jobs:
-                    log.warning(
-                        'trigger request %d names job "%s", which flow "%s" no longer has',
-                        request.id,
-                        request.job,
-                        request.flow,
-                    )
-                    continue
-                flow_run = await runtime.executor.submit(
-                    RunRequest(request.job, request.trigger, params=request.params)
-                )
-                self.store.link_trigger_request(request.id, flow_run)
-                log.info(
-                    'flow "%s": %s trigger of job "%s" by %s -> flow run %d',
-                    request.flow,
-                    request.trigger,
-                    request.job,
-                    request.requested_by,
-                    flow_run,
-                )
+            try:
+                await self._serve_once()
+            except FencedError:
+                raise
+            except StoreError as exc:
+                # a blip: the lease keeper steps down if it lasts (lease - renew)
+                log.warning("the state store failed: %s", _first_line(exc))
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
             try:
                 await asyncio.wait(waits, timeout=self.trigger_poll, return_when="FIRST_COMPLETED")
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+    async def _serve_once(self) -> None:
+        assert self.id is not None and self.term is not None
+        self._heartbeat()
+        if not self._recovered:
+            await self._recover_if_ready(self.term)
+        await self._watch_consumers()
+        await self._notify_dead_letters()
+        await self._follow_other_flows()
+        if not self.may_act():
+            return  # a request taken now could not be started
+        for request in self.store.claim_trigger_requests(self.names, self.id):
+            runtime = self.runtimes[request.flow]
+            if request.job not in runtime.flow.jobs:
+                log.warning(
+                    'trigger request %d names job "%s", which flow "%s" no longer has',
+                    request.id,
+                    request.job,
+                    request.flow,
+                )
+                continue
+            flow_run = await runtime.executor.submit(
+                RunRequest(request.job, request.trigger, params=request.params)
+            )
+            self.store.link_trigger_request(request.id, flow_run)
+            log.info(
+                'flow "%s": %s trigger of job "%s" by %s -> flow run %d',
+                request.flow,
+                request.trigger,
+                request.job,
+                request.requested_by,
+                flow_run,
+            )
 
     @staticmethod
     async def _stop_consumer(item: _ConsumerRuntime) -> None:
