@@ -210,7 +210,10 @@ def _check_capacity(
             f"{executor.describe()} ever gives one attempt ({limit})",
             written.span,
             label="no attempt of this job could ever start",
-            help=f"ask for at most {limit}, or declare more in the executor's options",
+            help=f"ask for at most {limit}, or declare more in the executor's options"
+            if most > 0
+            else f"run the job on an executor that offers {name}, or declare some in the "
+            "executor's options",
             related=(
                 Related(head_span(executor.declaration.block), f"its {name} capacity: {limit}"),
             ),

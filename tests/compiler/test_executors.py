@@ -451,6 +451,19 @@ def test_e303_gpu_and_an_extra_above_the_capacity_each_get_one(catalog: Catalog)
     assert scratch.message.endswith("(10Gi)")
 
 
+def test_e303_on_an_executor_that_offers_none_of_a_resource(catalog: Catalog) -> None:
+    source = 'executor "cpu_only" {\n  kind = "farm"\n  address = "x"\n}\n'
+    source += 'job "a" {\n  run = "m:f"\n  executor = executor.cpu_only\n  resources { gpu = 1 }\n}'
+    problem = one(check(source, catalog), "E303")
+    assert problem.message == (
+        'job "a" asks for `gpu = 1`, more than executor "cpu_only" (farm) ever gives one '
+        "attempt (0)"
+    )
+    assert problem.help == (
+        "run the job on an executor that offers gpu, or declare some in the executor's options"
+    )
+
+
 def test_demands_within_the_capacity_and_undeclared_ones_pass(catalog: Catalog) -> None:
     source = FARM + 'job "a" {\n  run = "m:f"\n  executor = executor.farm\n'
     source += "  resources { cpu = 64  memory = 32Gi  gpu = 1  GPU = 1  scratch = 10Gi }\n}"
