@@ -60,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "tideflow.plugins.dask_executor",
     "tideflow.plugins.embedded",
     "tideflow.plugins.kafka",
+    "tideflow.plugins.kubernetes_executor",
     "tideflow.plugins.kubernetes_scaler",
     "tideflow.plugins.local",
     "tideflow.plugins.nats_broker",

@@ -1,9 +1,11 @@
 """A small stand-in for the Kubernetes API server: the scale subresource of
-Deployments and StatefulSets, for testing scalers without a cluster.
+Deployments and StatefulSets, for testing scalers, and batch/v1 Jobs with their
+pods and pod logs, for testing the `kubernetes` executor, without a cluster.
 
 No Kubernetes API server can run on this machine (nor on CI's), so the
-`kubernetes` scaler's tests talk to this fake instead. It implements what the
-Kubernetes API reference documents for the paths a scaler uses, and nothing else:
+`kubernetes` scaler's and executor's tests talk to this fake instead. It
+implements what the Kubernetes API reference documents for the paths they use,
+and nothing else. For the scaler:
 
 - `GET .../namespaces/{ns}/{deployments|statefulsets}/{name}/scale` returns an
   `autoscaling/v1` Scale;
@@ -24,6 +26,20 @@ query-parameter form). Errors are `Status` objects shaped as the API server's
 NewForbidden, NewUnauthorized). Every request must carry the bearer token; a
 test can deny a verb on a resource (RBAC) and inject failures (`fail_next`).
 
+For the executor (`_FakeJobs` below says how pods run):
+
+- `POST`, `GET` (one, or a list with `labelSelector`) and `DELETE` (with a
+  `propagationPolicy`: Orphan, the default for Jobs, Background or Foreground) of
+  `/apis/batch/v1/namespaces/{ns}/jobs`; a Job gets one pod at a time, up to
+  `backoffLimit` failures, and ends `Complete` or `Failed` (reason
+  `BackoffLimitExceeded` or, past `activeDeadlineSeconds`, `DeadlineExceeded`),
+  with the `SuccessCriteriaMet`/`FailureTarget` conditions before them, as the Job
+  controller of Kubernetes 1.31 writes them; `ttlSecondsAfterFinished` deletes it;
+- `GET` (one, or a list with `labelSelector`, e.g. `job-name=NAME`) and `DELETE`
+  of `/api/v1/namespaces/{ns}/pods`, and `GET .../pods/{name}/log` (`container`,
+  `timestamps`) as text;
+- no watches: a client lists.
+
 Usage::
 
     with FakeKubernetes() as api:
@@ -40,9 +56,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
+import random
+import re
 import secrets
+import shutil
+import signal
 import socket
+import string
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +82,8 @@ from typing import Any, Final, Self
 
 __all__ = [
     "FakeKubernetes",
+    "JobState",
+    "PodState",
     "RecordedRequest",
     "WorkloadState",
 ]
@@ -124,7 +153,868 @@ class _Fault:
     method: str | None
 
 
-class FakeKubernetes:
+# --- batch/v1 Jobs, their pods and the pods' logs ---------------------------------------
+
+#: Job and pod paths, as (API group, resource) -> kind; "" is the core group
+JOB_RESOURCES: Final[Mapping[tuple[str, str], str]] = {
+    ("batch", "jobs"): "Job",
+    ("", "pods"): "Pod",
+    ("", "secrets"): "Secret",
+}
+
+#: Longest the fake waits for a killed pod's process to end before it gives up on it.
+KILL_LIMIT: Final = 10.0
+
+#: A termination message is cut to this many bytes, as the kubelet cuts it.
+TERMINATION_MESSAGE_LIMIT: Final = 4096
+#: FallbackToLogsOnError takes at most this much of the log's tail (lines, bytes).
+FALLBACK_LINES: Final = 80
+FALLBACK_BYTES: Final = 2048
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _now_nano() -> str:
+    """An RFC 3339 time with nanoseconds, as the kubelet stamps log lines."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+@dataclass
+class PodState:
+    """One pod of a Job as the fake keeps it (mutable, under the lock). Its one
+    container runs as a local process unless the fake was told not to run pods."""
+
+    namespace: str
+    name: str
+    job: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: dict[str, Any]
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: str = field(default_factory=_now)
+    resource_version: int = 1
+    phase: str = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}}
+    )
+    log: list[tuple[str, str]] = field(default_factory=list)  # (time, line)
+    process: subprocess.Popen[bytes] | None = None
+    termination_file: Path | None = None
+    deletion_timestamp: str | None = None
+    removed: threading.Event = field(default_factory=threading.Event)
+    # why the fake killed the process: its container then ends with this reason
+    killed_for: str | None = None
+    counted: bool = False  # the Job controller has counted its end
+
+    @property
+    def container(self) -> dict[str, Any]:
+        container: dict[str, Any] = self.spec["containers"][0]
+        return container
+
+    @property
+    def started(self) -> bool:
+        return "running" in self.state or "terminated" in self.state
+
+
+@dataclass
+class JobState:
+    """One Job as the fake keeps it (mutable, under the lock)."""
+
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: dict[str, Any]
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: str = field(default_factory=_now)
+    resource_version: int = 1
+    status: dict[str, Any] = field(default_factory=dict)
+    deletion_timestamp: str | None = None
+    finalizers: list[str] = field(default_factory=list)
+    timers: list[threading.Timer] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return any(
+            c["type"] in ("Complete", "Failed") and c["status"] == "True"
+            for c in self.status.get("conditions") or ()
+        )
+
+
+class _FakeJobs:
+    """The batch/v1 Jobs part of `FakeKubernetes`: the API (create, get, list with a
+    label selector, delete with a propagation policy), the Job controller (one pod
+    per Job, `backoffLimit`, `activeDeadlineSeconds`, `ttlSecondsAfterFinished`)
+    and a kubelet that runs each pod's container as a local process.
+
+    The kubelet starts `command + args` in a session of its own, with the
+    environment the manifest gives (`value`s, and `secretKeyRef`s resolved from the
+    Secrets added with `add_secret`: a missing one leaves the container waiting
+    with `CreateContainerConfigError`, as a kubelet does), plus PATH and HOME. The
+    program `python` is this interpreter (`executables` maps others). The
+    container's `terminationMessagePath` is a file of the fake's (every argument
+    equal to it is replaced by that file's path), read when the process ends: its
+    text, or with `FallbackToLogsOnError` and a failure and an empty file the log's
+    tail, is the terminated state's `message`. stdout and stderr go to one log,
+    each line stamped as it arrives. Deleting a pod (or its Job with a cascading
+    policy, or the Job's deadline passing) sends SIGTERM to the process group,
+    then SIGKILL after the pod's `terminationGracePeriodSeconds`.
+    """
+
+    _lock: threading.Lock
+    _allowed: frozenset[tuple[str, str]] | None
+    _denied: set[tuple[str, str]]
+    user: str
+    _jobs: dict[tuple[str, str], JobState]
+    _pods: dict[tuple[str, str], PodState]
+    _secrets: dict[tuple[str, str], dict[str, str]]
+    _threads: list[threading.Thread]
+    _pod_root: Path | None
+
+    def _init_jobs(self) -> None:
+        self._jobs = {}
+        self._pods = {}
+        self._secrets = {}
+        self._threads = []
+        self._pod_root = None
+        #: When false, pods stay Pending (ContainerCreating) and nothing runs.
+        self.run_pods = True
+        #: Programs as a container names them -> what the fake runs.
+        self.executables: dict[str, str] = {"python": sys.executable}
+
+    def _bump(self) -> int:
+        raise NotImplementedError  # FakeKubernetes's
+
+    # --- state a test sets up and inspects ---------------------------------------------
+
+    def add_secret(self, name: str, data: Mapping[str, str], *, namespace: str = "default") -> None:
+        """Create (or replace) a Secret whose keys hold `data`'s values."""
+        with self._lock:
+            self._secrets[(namespace, name)] = dict(data)
+
+    def job(self, name: str, *, namespace: str = "default") -> dict[str, Any] | None:
+        """The Job as the API would return it, or None when there is none."""
+        with self._lock:
+            state = self._jobs.get((namespace, name))
+            return None if state is None else _job_document(state)
+
+    def job_names(self, *, namespace: str = "default") -> list[str]:
+        with self._lock:
+            return sorted(name for ns, name in self._jobs if ns == namespace)
+
+    def pods_of(self, job: str, *, namespace: str = "default") -> list[PodState]:
+        """The pods of a Job (the live objects: read them under no assumption)."""
+        with self._lock:
+            return [p for p in self._pods.values() if p.namespace == namespace and p.job == job]
+
+    def delete_pod(self, name: str, *, namespace: str = "default", grace: float = 0) -> None:
+        """Delete a pod as `kubectl delete pod --grace-period` would (the node was
+        drained, or someone removed it): its process is killed and the Job controller
+        counts the pod as failed."""
+        with self._lock:
+            pod = self._pods[(namespace, name)]
+            self._terminate(pod, grace)
+
+    def evict_pod(self, name: str, *, namespace: str = "default") -> None:
+        """Evict a pod as a kubelet under memory pressure does: the process is
+        killed, the pod stays, Failed with reason Evicted and a DisruptionTarget
+        condition."""
+        with self._lock:
+            pod = self._pods[(namespace, name)]
+            pod.reason = "Evicted"
+            pod.message = "The node was low on resource: memory. "
+            pod.conditions.append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": "The node was low on resource: memory. ",
+                    "lastTransitionTime": _now(),
+                }
+            )
+            pod.killed_for = "Error"
+            self._kill(pod, 0)
+
+    def wait_for_pod_process(
+        self, job: str, *, namespace: str = "default", timeout: float = 30.0
+    ) -> int:
+        """The pid of the Job's pod's process, once it runs (AssertionError after
+        `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for pod in self._pods.values():
+                    if pod.namespace == namespace and pod.job == job and pod.process is not None:
+                        return pod.process.pid
+            time.sleep(0.02)
+        raise AssertionError(f"no process started for Job {namespace}/{job} in {timeout}s")
+
+    # --- the API -------------------------------------------------------------------------
+
+    def _route_jobs(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any] | str]:
+        parsed = urllib.parse.urlsplit(path)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        route = _parse_core_path(parsed.path)
+        if route is None:
+            return _status(
+                HTTPStatus.NOT_FOUND, "NotFound", "the server could not find the requested resource"
+            )
+        group, resource, namespace, name, subresource = route
+        if query.get("watch") in ("true", "1"):
+            return _status(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the fake Kubernetes API serves no watch (list instead)",
+            )
+        verb = {"GET": "get" if name else "list", "POST": "create", "DELETE": "delete"}.get(method)
+        allowed_methods = {
+            ("jobs", False): ("GET", "POST"),
+            ("jobs", True): ("GET", "DELETE"),
+            ("pods", False): ("GET",),
+            ("pods", True): ("GET", "DELETE"),
+            ("pods/log", True): ("GET",),
+        }
+        rbac_resource = resource if subresource is None else f"{resource}/{subresource}"
+        if verb is None or method not in allowed_methods.get((rbac_resource, bool(name)), ()):
+            return _status(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                f"the fake Kubernetes API serves no {method} on {parsed.path}",
+            )
+        allowed = self._allowed is None or (verb, rbac_resource) in self._allowed
+        if not allowed or (verb, rbac_resource) in self._denied:
+            what = f"{resource}{'.' + group if group else ''}"
+            return _status(
+                HTTPStatus.FORBIDDEN,
+                "Forbidden",
+                f"{what}{f' {json.dumps(name)}' if name else ''} is forbidden: User "
+                f'"{self.user}" cannot {verb} resource "{rbac_resource}" in API group '
+                f'"{group}" in the namespace "{namespace}"',
+                details={"name": name or "", "group": group, "kind": resource},
+            )
+        if resource == "jobs":
+            if name is None:
+                if method == "POST":
+                    return self._create_job(namespace, body)
+                return self._list(
+                    self._jobs, namespace, query, _job_document, "JobList", "batch/v1"
+                )
+            job = self._jobs.get((namespace, name))
+            if job is None:
+                return _not_found("jobs.batch", name, "batch", "jobs")
+            if method == "DELETE":
+                return self._delete_job(job, body, query)
+            return HTTPStatus.OK, _job_document(job)
+        if name is None:
+            return self._list(self._pods, namespace, query, _pod_document, "PodList", "v1")
+        pod = self._pods.get((namespace, name))
+        if pod is None:
+            return _not_found("pods", name, "", "pods")
+        if subresource == "log":
+            return self._pod_log(pod, query)
+        if method == "DELETE":
+            grace = (body or {}).get("gracePeriodSeconds", query.get("gracePeriodSeconds"))
+            self._terminate(pod, float(grace) if grace is not None else None)
+            return HTTPStatus.OK, _pod_document(pod)
+        return HTTPStatus.OK, _pod_document(pod)
+
+    def _list(
+        self,
+        objects: Mapping[tuple[str, str], Any],
+        namespace: str,
+        query: Mapping[str, str],
+        document: Any,
+        kind: str,
+        api_version: str,
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            selector = _parse_selector(query.get("labelSelector", ""))
+        except ValueError as exc:
+            return _status(HTTPStatus.BAD_REQUEST, "BadRequest", str(exc))
+        items = [
+            document(state)
+            for (ns, _), state in sorted(objects.items())
+            if ns == namespace and _selects(selector, state.labels)
+        ]
+        return HTTPStatus.OK, {
+            "kind": kind,
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(self._bump())},
+            "items": items,
+        }
+
+    def _create_job(self, namespace: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if not isinstance(body, dict) or body.get("kind", "Job") != "Job":
+            return _status(HTTPStatus.BAD_REQUEST, "BadRequest", "the body must be a Job")
+        metadata = body.get("metadata") or {}
+        name = metadata.get("name")
+        problems = []
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name):
+            problems.append(
+                ("metadata.name", f"Invalid value: {json.dumps(name)}: a lowercase RFC 1123 label")
+            )
+        elif len(name) > 63:
+            problems.append(("metadata.name", "must be no more than 63 characters"))
+        spec = copy.deepcopy(body.get("spec") or {})
+        template = spec.get("template") or {}
+        pod_spec = template.get("spec") or {}
+        if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
+            problems.append(
+                (
+                    "spec.template.spec.restartPolicy",
+                    f"Unsupported value: {json.dumps(pod_spec.get('restartPolicy'))}: "
+                    'supported values: "OnFailure", "Never"',
+                )
+            )
+        containers = pod_spec.get("containers") or []
+        if len(containers) != 1 or not containers[0].get("image"):
+            problems.append(
+                ("spec.template.spec.containers", "the fake runs one container with an image")
+            )
+        for label_key, label in {
+            **(metadata.get("labels") or {}),
+            **(template.get("metadata") or {}).get("labels", {}),
+        }.items():
+            if (
+                not re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", str(label))
+                or len(str(label)) > 63
+            ):
+                problems.append(
+                    (f"metadata.labels[{label_key}]", f"Invalid value: {json.dumps(label)}")
+                )
+        if problems:
+            return _status(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                "Invalid",
+                f'Job.batch "{name}" is invalid: '
+                + ", ".join(f"{where}: {what}" for where, what in problems),
+                details={
+                    "name": name,
+                    "group": "batch",
+                    "kind": "Job",
+                    "causes": [{"field": where, "message": what} for where, what in problems],
+                },
+            )
+        assert isinstance(name, str)
+        if (namespace, name) in self._jobs:
+            return _status(
+                HTTPStatus.CONFLICT,
+                "AlreadyExists",
+                f'jobs.batch "{name}" already exists',
+                details={"name": name, "group": "batch", "kind": "jobs"},
+            )
+        job = JobState(
+            namespace=namespace,
+            name=name,
+            labels=dict(metadata.get("labels") or {}),
+            annotations=dict(metadata.get("annotations") or {}),
+            spec=spec,
+            resource_version=self._bump(),
+        )
+        # what the API server defaults and adds (a selector of its own)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        generated = {
+            "batch.kubernetes.io/controller-uid": job.uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": job.uid,
+            "job-name": name,
+        }
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": job.uid}}
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(generated)
+        if not job.labels:
+            job.labels = dict(template["metadata"]["labels"])
+        job.status = {"startTime": _now(), "active": 1, "ready": 0, "terminating": 0}
+        self._jobs[(namespace, name)] = job
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None:
+            self._timer(job, float(deadline), self._deadline_passed, job)
+        self._new_pod(job)
+        return HTTPStatus.CREATED, _job_document(job)
+
+    def _delete_job(
+        self, job: JobState, body: Any, query: Mapping[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        # batch/v1 Jobs default to orphaning their pods (kubectl asks for Background)
+        policy = (body or {}).get("propagationPolicy") or query.get("propagationPolicy") or "Orphan"
+        if policy not in ("Orphan", "Background", "Foreground"):
+            return _status(
+                HTTPStatus.BAD_REQUEST, "BadRequest", f"unknown propagationPolicy {policy!r}"
+            )
+        pods = [
+            p for p in self._pods.values() if p.namespace == job.namespace and p.job == job.name
+        ]
+        if policy == "Foreground" and pods:
+            if job.deletion_timestamp is None:
+                job.deletion_timestamp = _now()
+                job.finalizers = ["foregroundDeletion"]
+                job.resource_version = self._bump()
+            for pod in pods:
+                self._terminate(pod, None)
+            return HTTPStatus.OK, _job_document(job)
+        self._remove_job(job)
+        if policy != "Orphan":
+            for pod in pods:
+                self._terminate(pod, None)
+        return HTTPStatus.OK, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": job.name, "group": "batch", "kind": "jobs", "uid": job.uid},
+        }
+
+    def _pod_log(self, pod: PodState, query: Mapping[str, str]) -> tuple[int, dict[str, Any] | str]:
+        container = query.get("container", pod.container["name"])
+        if container != pod.container["name"]:
+            return _status(
+                HTTPStatus.BAD_REQUEST,
+                "BadRequest",
+                f"container {container} is not valid for pod {pod.name}",
+            )
+        if not pod.started:
+            reason = pod.state.get("waiting", {}).get("reason", "ContainerCreating")
+            return _status(
+                HTTPStatus.BAD_REQUEST,
+                "BadRequest",
+                f'container "{container}" in pod "{pod.name}" is waiting to start: {reason}',
+            )
+        stamped = query.get("timestamps") in ("true", "1")
+        return HTTPStatus.OK, "".join(f"{at} {line}" if stamped else line for at, line in pod.log)
+
+    # --- the Job controller ----------------------------------------------------------------
+
+    def _timer(self, job: JobState, delay: float, action: Any, *arguments: Any) -> None:
+        def fire() -> None:
+            with self._lock:
+                action(*arguments)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        job.timers.append(timer)
+        timer.start()
+
+    def _new_pod(self, job: JobState) -> None:
+        template = job.spec["template"]
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        pod = PodState(
+            namespace=job.namespace,
+            name=f"{job.name[:57]}-{suffix}",
+            job=job.name,
+            labels=dict(template["metadata"]["labels"]),
+            annotations=dict(template["metadata"].get("annotations") or {}),
+            spec=copy.deepcopy(template["spec"]),
+            resource_version=self._bump(),
+        )
+        pod.spec.setdefault("terminationGracePeriodSeconds", 30)
+        pod.spec["nodeName"] = "fake-node"
+        pod.container.setdefault("terminationMessagePath", "/dev/termination-log")
+        pod.container.setdefault("terminationMessagePolicy", "File")
+        self._pods[(pod.namespace, pod.name)] = pod
+        if self.run_pods:
+            thread = threading.Thread(target=self._kubelet, args=(pod,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _pod_ended(self, pod: PodState) -> None:
+        """The Job controller's view of a pod that ended or went away (under the lock)."""
+        if pod.counted:
+            return
+        pod.counted = True
+        job = self._jobs.get((pod.namespace, pod.job))
+        if job is None or job.finished:
+            return
+        status = job.status
+        status["active"] = 0
+        if pod.phase == "Succeeded":
+            status["succeeded"] = 1
+            self._finish(job, "Complete", None, None)
+            return
+        status["failed"] = status.get("failed", 0) + 1
+        if status["failed"] <= int(job.spec.get("backoffLimit", 6)):
+            status["active"] = 1
+            self._new_pod(job)
+            return
+        self._finish(
+            job, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+        )
+
+    def _finish(self, job: JobState, outcome: str, reason: str | None, message: str | None) -> None:
+        now = _now()
+        first = "SuccessCriteriaMet" if outcome == "Complete" else "FailureTarget"
+        conditions = job.status.setdefault("conditions", [])
+        for kind in (first, outcome):
+            condition: dict[str, Any] = {
+                "type": kind,
+                "status": "True",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            }
+            if reason is not None:
+                condition["reason"] = reason
+                condition["message"] = message
+            conditions.append(condition)
+        if outcome == "Complete":
+            job.status["completionTime"] = now
+        job.resource_version = self._bump()
+        ttl = job.spec.get("ttlSecondsAfterFinished")
+        if ttl is not None:
+            self._timer(job, float(ttl), self._ttl_passed, job)
+
+    def _deadline_passed(self, job: JobState) -> None:
+        if job.finished or (job.namespace, job.name) not in self._jobs:
+            return
+        job.status["active"] = 0
+        job.status["failed"] = job.status.get("failed", 0) + 1
+        self._finish(
+            job, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+        )
+        for pod in list(self._pods.values()):
+            if pod.namespace == job.namespace and pod.job == job.name:
+                self._terminate(pod, None)
+
+    def _ttl_passed(self, job: JobState) -> None:
+        if self._jobs.get((job.namespace, job.name)) is job:
+            self._delete_job(job, {"propagationPolicy": "Background"}, {})
+
+    def _remove_job(self, job: JobState) -> None:
+        self._jobs.pop((job.namespace, job.name), None)
+        for timer in job.timers:
+            timer.cancel()
+
+    def _remove_pod(self, pod: PodState) -> None:
+        """The pod object goes (its process has ended); a Job waiting in foreground
+        deletion for its pods goes with the last of them."""
+        if self._pods.pop((pod.namespace, pod.name), None) is None:
+            return
+        pod.removed.set()
+        job = self._jobs.get((pod.namespace, pod.job))
+        if job is None:
+            return
+        if job.deletion_timestamp is not None:
+            if not any(
+                p.job == job.name and p.namespace == job.namespace for p in self._pods.values()
+            ):
+                self._remove_job(job)
+            return
+        if pod.phase != "Succeeded":
+            pod.phase = "Failed"  # deleted before it ended: the controller counts a failure
+        self._pod_ended(pod)
+
+    # --- the kubelet -----------------------------------------------------------------------
+
+    def _terminate(self, pod: PodState, grace: float | None) -> None:
+        """Delete a pod: SIGTERM, SIGKILL after its grace period; the object goes once
+        the process has ended (at once when none runs)."""
+        if pod.deletion_timestamp is None:
+            pod.deletion_timestamp = _now()
+            pod.resource_version = self._bump()
+        if grace is None:
+            grace = float(pod.spec.get("terminationGracePeriodSeconds", 30))
+        if pod.process is None or (pod.process.poll() is not None and "terminated" in pod.state):
+            self._remove_pod(pod)
+            return
+        if pod.killed_for is None:
+            pod.killed_for = "Error"
+        self._kill(pod, grace)
+
+    def _kill(self, pod: PodState, grace: float) -> None:
+        process = pod.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        if grace > 0:
+
+            def force() -> None:
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+
+            timer = threading.Timer(grace, force)
+            timer.daemon = True
+            timer.start()
+
+    def _kubelet(self, pod: PodState) -> None:
+        """Run the pod's container as a local process; record its end."""
+        with self._lock:
+            if pod.deletion_timestamp is not None:
+                self._remove_pod(pod)
+                return
+            env, problem = self._container_env(pod)
+            if problem is not None:
+                pod.state = {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": problem}
+                }
+                pod.resource_version = self._bump()
+                return
+            if self._pod_root is None:
+                self._pod_root = Path(tempfile.mkdtemp(prefix="fake-kubelet-"))
+            folder = self._pod_root / pod.name
+            folder.mkdir()
+            pod.termination_file = folder / "termination-log"
+            pod.termination_file.touch()
+            container = pod.container
+            path = container["terminationMessagePath"]
+            argv = [*container.get("command", ()), *container.get("args", ())]
+            argv = [str(pod.termination_file) if a == path else a for a in argv]
+            argv[0] = self.executables.get(argv[0], argv[0])
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=folder,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                pod.state = {
+                    "terminated": {
+                        "exitCode": 128,
+                        "reason": "StartError",
+                        "message": str(exc),
+                        "startedAt": "1970-01-01T00:00:00Z",
+                        "finishedAt": _now(),
+                    }
+                }
+                pod.phase = "Failed"
+                pod.resource_version = self._bump()
+                self._pod_ended(pod)
+                return
+            pod.process = process
+            pod.phase = "Running"
+            pod.state = {"running": {"startedAt": _now()}}
+            pod.resource_version = self._bump()
+            started = pod.state["running"]["startedAt"]
+        assert process.stdout is not None
+        with process.stdout:
+            for raw in process.stdout:
+                line = raw.decode("utf-8", "replace")
+                with self._lock:
+                    pod.log.append((_now_nano(), line))
+        code = process.wait()
+        with self._lock:
+            self._container_ended(pod, code, started)
+
+    def _container_env(self, pod: PodState) -> tuple[dict[str, str], str | None]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": pod.name}
+        env["HOME"] = str(self._pod_root or tempfile.gettempdir())
+        for entry in pod.container.get("env") or ():
+            if "value" in entry:
+                env[entry["name"]] = str(entry["value"])
+                continue
+            reference = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+            secret = self._secrets.get((pod.namespace, reference.get("name", "")))
+            if secret is None:
+                return env, f'secret "{reference.get("name")}" not found'
+            if reference.get("key") not in secret:
+                return env, (
+                    f"couldn't find key {reference.get('key')} in Secret "
+                    f"{pod.namespace}/{reference.get('name')}"
+                )
+            env[entry["name"]] = secret[reference["key"]]
+        return env, None
+
+    def _container_ended(self, pod: PodState, code: int, started: str) -> None:
+        exit_code = code if code >= 0 else 128 - code  # a signal, as a container reports it
+        terminated: dict[str, Any] = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else (pod.killed_for or "Error"),
+            "startedAt": started,
+            "finishedAt": _now(),
+            "containerID": f"fake://{pod.uid}",
+        }
+        message = ""
+        if pod.termination_file is not None:
+            with contextlib.suppress(OSError):
+                message = pod.termination_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(
+                    "utf-8", "replace"
+                )
+        if (
+            not message
+            and exit_code != 0
+            and pod.container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            tail = "".join(line for _, line in pod.log[-FALLBACK_LINES:])
+            message = tail.encode()[-FALLBACK_BYTES:].decode("utf-8", "replace")
+        if message:
+            terminated["message"] = message
+        pod.state = {"terminated": terminated}
+        pod.phase = "Succeeded" if exit_code == 0 else "Failed"
+        pod.resource_version = self._bump()
+        if pod.deletion_timestamp is not None:
+            self._remove_pod(pod)
+        else:
+            self._pod_ended(pod)
+
+    def _stop_pods(self) -> None:
+        """Kill every pod's process and wait for the kubelet threads (on close)."""
+        with self._lock:
+            for job in self._jobs.values():
+                for timer in job.timers:
+                    timer.cancel()
+            processes = [p.process for p in self._pods.values() if p.process is not None]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for thread in self._threads:
+            thread.join(KILL_LIMIT)
+        if self._pod_root is not None:
+            shutil.rmtree(self._pod_root, ignore_errors=True)
+            self._pod_root = None
+
+
+def _job_document(job: JobState) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": job.name,
+        "namespace": job.namespace,
+        "uid": job.uid,
+        "resourceVersion": str(job.resource_version),
+        "generation": 1,
+        "creationTimestamp": job.created,
+        "labels": dict(job.labels),
+        "annotations": dict(job.annotations),
+    }
+    if job.deletion_timestamp is not None:
+        metadata["deletionTimestamp"] = job.deletion_timestamp
+        metadata["deletionGracePeriodSeconds"] = 0
+        metadata["finalizers"] = list(job.finalizers)
+    status = {k: v for k, v in job.status.items() if v or k == "active"}
+    if not status.get("active"):
+        status.pop("active", None)  # `omitempty`
+    return {
+        "kind": "Job",
+        "apiVersion": "batch/v1",
+        "metadata": metadata,
+        "spec": copy.deepcopy(job.spec),
+        "status": copy.deepcopy(status),
+    }
+
+
+def _pod_document(pod: PodState) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": pod.name,
+        "generateName": pod.name[:-5],
+        "namespace": pod.namespace,
+        "uid": pod.uid,
+        "resourceVersion": str(pod.resource_version),
+        "creationTimestamp": pod.created,
+        "labels": dict(pod.labels),
+        "annotations": dict(pod.annotations),
+        "ownerReferences": [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": pod.job,
+                "uid": pod.labels.get("controller-uid", ""),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    if pod.deletion_timestamp is not None:
+        metadata["deletionTimestamp"] = pod.deletion_timestamp
+        metadata["deletionGracePeriodSeconds"] = pod.spec.get("terminationGracePeriodSeconds", 30)
+    container = pod.container
+    status: dict[str, Any] = {
+        "phase": pod.phase,
+        "conditions": copy.deepcopy(pod.conditions),
+        "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1",
+        "qosClass": "BestEffort",
+        "containerStatuses": [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": f"fake://{container['image']}",
+                "ready": "running" in pod.state,
+                "restartCount": 0,
+                "started": "running" in pod.state,
+                "state": copy.deepcopy(pod.state),
+                "lastState": {},
+            }
+        ],
+    }
+    if pod.reason:
+        status["reason"] = pod.reason
+    if pod.message:
+        status["message"] = pod.message
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": metadata,
+        "spec": copy.deepcopy(pod.spec),
+        "status": status,
+    }
+
+
+def _not_found(qualified: str, name: str, group: str, kind: str) -> tuple[int, dict[str, Any]]:
+    return _status(
+        HTTPStatus.NOT_FOUND,
+        "NotFound",
+        f'{qualified} "{name}" not found',
+        details={"name": name, "group": group, "kind": kind},
+    )
+
+
+def _parse_core_path(path: str) -> tuple[str, str, str, str | None, str | None] | None:
+    """(group, resource, namespace, name, subresource) of a Job or pod path, or None."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["apis", "batch", "v1"]:
+        group, rest = "batch", parts[3:]
+    elif parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    else:
+        return None
+    if len(rest) < 3 or rest[0] != "namespaces" or (group, rest[2]) not in JOB_RESOURCES:
+        return None
+    namespace, resource = rest[1], rest[2]
+    name = rest[3] if len(rest) > 3 else None
+    subresource = rest[4] if len(rest) > 4 else None
+    if len(rest) > 5 or (subresource is not None and (resource, subresource) != ("pods", "log")):
+        return None
+    return group, resource, namespace, name, subresource
+
+
+def _parse_selector(text: str) -> list[tuple[str, str, str | None]]:
+    """A label selector's requirements as (key, op, value): `k=v`, `k==v`, `k!=v`, `k`."""
+    requirements: list[tuple[str, str, str | None]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        found = re.fullmatch(r"([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)", part)
+        if found is not None:
+            key, op, value = found.groups()
+            requirements.append((key, "!=" if op == "!=" else "=", value))
+        elif re.fullmatch(r"!?[A-Za-z0-9./_-]+", part):
+            requirements.append((part.lstrip("!"), "!" if part.startswith("!") else "exists", None))
+        else:
+            raise ValueError(f"unable to parse requirement: {part!r}")
+    return requirements
+
+
+def _selects(selector: list[tuple[str, str, str | None]], labels: Mapping[str, str]) -> bool:
+    for key, op, value in selector:
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!" and key in labels:
+            return False
+    return True
+
+
+class FakeKubernetes(_FakeJobs):
     """The fake API server. `start()` (or `with`) serves on `url`; `close()` stops it.
 
     `token` is the bearer token every request must carry (401 otherwise);
@@ -154,6 +1044,7 @@ class FakeKubernetes:
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._init_jobs()
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -181,6 +1072,7 @@ class FakeKubernetes:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._stop_pods()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -351,7 +1243,7 @@ class FakeKubernetes:
 
     def _handle(
         self, method: str, path: str, authorization: str | None, content_type: str | None, body: Any
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any] | str]:
         with self._lock:
             code, document = self._route(method, path, authorization, content_type, body)
             status = int(code)
@@ -360,12 +1252,14 @@ class FakeKubernetes:
 
     def _route(
         self, method: str, path: str, authorization: str | None, content_type: str | None, body: Any
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any] | str]:
         if authorization != f"Bearer {self.token}":
             return _status(HTTPStatus.UNAUTHORIZED, "Unauthorized", "Unauthorized")
         fault = self._take_fault(method)
         if fault is not None:
             return _injected(fault)
+        if path.startswith(("/apis/batch/", "/api/v1/")):
+            return self._route_jobs(method, path, body)
         route = _parse_path(path)
         if route is None:
             return _status(
@@ -717,10 +1611,12 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._reply(status, document)
 
-    def _reply(self, status: int, document: Mapping[str, Any]) -> None:
-        payload = json.dumps(document).encode()
+    def _reply(self, status: int, document: Mapping[str, Any] | str) -> None:
+        # a pod's log is plain text; everything else is JSON
+        text = isinstance(document, str)
+        payload = document.encode() if isinstance(document, str) else json.dumps(document).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

@@ -710,7 +710,10 @@ def test_the_docs_yaml_parses_into_the_objects_the_page_describes() -> None:
     assert kinds == [
         ("Deployment", "order-workers"),
         ("Deployment", "tideflow"),
+        ("Job", "shop-train-412-1-1aea42d7"),  # the executor's (tests/executors)
+        ("Role", "tideflow-executor"),
         ("Role", "tideflow-scaler"),
+        ("RoleBinding", "tideflow-executor"),
         ("RoleBinding", "tideflow-scaler"),
         ("ServiceAccount", "tideflow"),
     ]

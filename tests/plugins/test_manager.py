@@ -608,6 +608,7 @@ def test_built_ins_keep_the_names_users_disable_them_by() -> None:
         "dask_executor",
         "embedded_broker",
         "kafka_broker",
+        "kubernetes_executor",
         "kubernetes_scaler",
         "local_scaler",
         "nats_broker",
