@@ -210,7 +210,7 @@ def _where(paths: Sequence[str]) -> str:
 )
 @click.option("--legend/--no-legend", default=True, show_default=True, help="Draw a key.")
 def graph_command(file: str, output: str | None, output_format: str | None, legend: bool) -> None:
-    """Draw a flow: jobs, topics, consumers, brokers, pools.
+    """Draw a flow: jobs, topics, consumers, brokers, pools, and where jobs run.
 
     Without -o, DOT text goes to stdout; svg, png and pdf need graphviz's `dot` program.
     """
