@@ -49,6 +49,12 @@ class StoreBase:
         # the full URL, password included: handed to processes that open the same store
         self.url = engine.url.render_as_string(hide_password=False)
         self._lock = threading.Lock()  # SQLite allows one writer; queue ours in-process
+        # On PostgreSQL a statement run outside a transaction commits by itself: no
+        # BEGIN and no COMMIT, one round trip instead of three (see `_write_one`).
+        self.postgres = engine.dialect.name == "postgresql"
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
+        )
         # None: writes are not fenced (a single orchestrator, tests, the CLI)
         self.fence: Fence | None = None
         # called (once per refusal) before FencedError is raised: the leader steps down
@@ -56,12 +62,30 @@ class StoreBase:
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with driver_errors(), self.engine.connect() as conn:
+        """A connection to read with. On PostgreSQL every statement runs on its own,
+        without BEGIN and ROLLBACK around it: under READ COMMITTED each statement of a
+        transaction took a snapshot of its own anyway. (A read that must lock, or see
+        one snapshot, belongs in `_write()`.)"""
+        with driver_errors(), self._autocommit.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
+        """A transaction: what the block executes commits together, or not at all."""
         with driver_errors(), self._lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write_one(self) -> Iterator[sa.Connection]:
+        """A connection for a write that is ONE statement (atomic by itself: several
+        changes are one statement with data-modifying CTEs). On PostgreSQL it commits
+        alone, in one round trip; on SQLite it is a `_write()` transaction. Never execute
+        two writing statements in it: they would not commit together."""
+        if not self.postgres:
+            with self._write() as conn:
+                yield conn
+            return
+        with driver_errors(), self._lock, self._autocommit.connect() as conn:
             yield conn
 
     # --- the fence ---------------------------------------------------------------------

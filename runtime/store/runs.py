@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from tideflow.runtime.model import FlowRunRow, JobRunRow, RunStatus, TriggerKind
@@ -26,7 +26,7 @@ class RunQueries(StoreBase):
         scheduled_at: datetime | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> int:
-        with self._write() as conn:
+        with self._write_one() as conn:
             result = conn.execute(
                 sa.insert(t.flow_runs).values(
                     flow=flow,
@@ -50,25 +50,42 @@ class RunQueries(StoreBase):
         scheduled_at: datetime | None = None,
     ) -> dict[str, int]:
         """One pending job run per job of a flow run, in one transaction; ids by job."""
+        if not jobs:
+            return {}
         now = utcnow()
-        ids: dict[str, int] = {}
-        with self._write() as conn:
-            for job in jobs:
-                result = conn.execute(
-                    sa.insert(t.job_runs).values(
-                        flow_run_id=flow_run_id,
-                        flow=flow,
-                        job=job,
-                        trigger=str(trigger),
-                        status=str(RunStatus.PENDING),
-                        scheduled_at=scheduled_at,
-                        created_at=now,
-                        attempts=0,
-                        cancel_requested=False,
-                    )
-                )
-                ids[job] = inserted_id(result)
-        return ids
+        runs = t.job_runs
+        if self.postgres:  # one statement whatever the number of jobs: one round trip
+            params = {
+                "v_flow_run_id": flow_run_id,
+                "v_flow": flow,
+                "v_jobs": list(jobs),
+                "v_trigger": str(trigger),
+                "v_status": str(RunStatus.PENDING),
+                "v_scheduled_at": scheduled_at,
+                "v_created_at": now,
+            }
+            with self._write_one() as conn:
+                inserted = conn.execute(_JOB_RUNS_OF_AN_ARRAY, params).all()
+        else:
+            rows = [
+                {
+                    "flow_run_id": flow_run_id,
+                    "flow": flow,
+                    "job": job,
+                    "trigger": str(trigger),
+                    "status": str(RunStatus.PENDING),
+                    "scheduled_at": scheduled_at,
+                    "created_at": now,
+                    "attempts": 0,
+                    "cancel_requested": False,
+                }
+                for job in jobs
+            ]
+            with self._write() as conn:  # multi-row INSERTs (SQLAlchemy's insertmanyvalues)
+                inserted = conn.execute(
+                    sa.insert(runs).returning(runs.c.id, runs.c.job), rows
+                ).all()
+        return {row.job: int(row.id) for row in inserted}
 
     def set_flow_run_status(
         self, flow_run_id: int, status: RunStatus, at: datetime | None = None
@@ -79,7 +96,7 @@ class RunQueries(StoreBase):
             values["started_at"] = at
         elif status.finished:
             values["finished_at"] = at
-        with self._write() as conn:
+        with self._write_one() as conn:
             conn.execute(
                 sa.update(t.flow_runs).where(t.flow_runs.c.id == flow_run_id).values(**values)
             )
@@ -99,7 +116,7 @@ class RunQueries(StoreBase):
             values["finished_at"] = at
         if note is not None:
             values["note"] = note
-        with self._write() as conn:
+        with self._write_one() as conn:
             conn.execute(
                 sa.update(t.job_runs).where(t.job_runs.c.id == job_run_id).values(**values)
             )
@@ -120,7 +137,7 @@ class RunQueries(StoreBase):
     def request_cancel(self, job_run_id: int) -> bool:
         """Ask the orchestrator to cancel a run; False when it has finished already."""
         finished = [str(s) for s in RunStatus if s.finished]
-        with self._write() as conn:
+        with self._write_one() as conn:
             result = conn.execute(
                 sa.update(t.job_runs)
                 .where(
@@ -264,3 +281,40 @@ def _newest_runs(
     if since is not None:
         query = query.where(runs.c.created_at >= since)
     return query.limit(limit) if limit is not None else query
+
+
+def _job_runs_of_an_array() -> sa.Insert:
+    """PostgreSQL: INSERT INTO job_runs (...) SELECT ..., job, ... FROM unnest(:jobs)
+    RETURNING id, job: the job runs of a flow run in one statement of seven parameters,
+    in the order of the jobs. (A row of parameters per job took SQLAlchemy and the
+    server 20 to 50 times longer for 500 jobs.)"""
+    runs = t.job_runs
+    jobs = (
+        sa.func.unnest(sa.bindparam("v_jobs", type_=sa.ARRAY(runs.c.job.type)))
+        .table_valued("job", with_ordinality="n")
+        .render_derived(name="jobs")
+    )
+
+    def bind(column: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(f"v_{column}", type_=runs.c[column].type)
+
+    rows = sa.select(
+        bind("flow_run_id"),
+        bind("flow"),
+        jobs.c.job,
+        bind("trigger"),
+        bind("status"),
+        bind("scheduled_at"),
+        bind("created_at"),
+        sa.literal(0, type_=runs.c.attempts.type),
+        sa.false(),
+    ).order_by(jobs.c.n)
+    columns = ["flow_run_id", "flow", "job", "trigger", "status", "scheduled_at", "created_at"]
+    return (
+        sa.insert(runs)
+        .from_select([*columns, "attempts", "cancel_requested"], rows)
+        .returning(runs.c.id, runs.c.job)
+    )
+
+
+_JOB_RUNS_OF_AN_ARRAY: Final = _job_runs_of_an_array()
