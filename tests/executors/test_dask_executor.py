@@ -24,6 +24,7 @@ from tideflow.plugins.dask_executor import DaskExecutor, DaskNotInstalledError
 from tideflow.plugins.dask_executor.task import claim_name
 from tideflow.plugins.manager import load_plugins
 
+from tideflow.testing import ExecutorContract, ExecutorFactory
 from tideflow.testing.dask import DaskCluster, dask_cluster
 from tideflow.testing.nats import free_port
 
@@ -370,3 +371,11 @@ def test_the_executor_is_a_built_in_plugin() -> None:
     assert plugins.executor_class("dask") is DaskExecutor
     assert DaskExecutor.remote
     assert claim_name("tideflow/f/j/1/1") == "tideflow/f/j/1/1#claim"
+
+
+class TestDaskExecutorContract(ExecutorContract):
+    """The contract every executor passes, on the session's cluster."""
+
+    @pytest.fixture
+    def tideflow_executor_factory(self, dask_cluster: DaskCluster) -> ExecutorFactory:
+        return lambda: DaskExecutor({"scheduler": dask_cluster.address})
