@@ -46,12 +46,13 @@ from __future__ import annotations
 
 from .executor import KubernetesAccessError, KubernetesExecutor, tideflow_register_executors
 from .manifest import job_manifest, job_name
-from .outcome import PodLost, attempt_outcome
+from .outcome import PodLost, PodNotStarted, attempt_outcome
 
 __all__ = [
     "KubernetesAccessError",
     "KubernetesExecutor",
     "PodLost",
+    "PodNotStarted",
     "attempt_outcome",
     "job_manifest",
     "job_name",

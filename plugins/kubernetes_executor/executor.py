@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from tideflow.plugins.api import (
@@ -47,7 +48,16 @@ from .manifest import (
     job_name,
 )
 from .options import KUBERNETES_EXECUTOR
-from .outcome import PodLost, attempt_outcome, job_finished, pod_where, split_logs
+from .outcome import (
+    PodLost,
+    PodNotStarted,
+    attempt_outcome,
+    job_finished,
+    not_started,
+    parse_time,
+    pod_where,
+    split_logs,
+)
 
 if TYPE_CHECKING:
     from kubernetes.client import BatchV1Api, CoreV1Api
@@ -78,18 +88,23 @@ class _Apis:
 
 
 class _JobWatch:
-    """Waits for Jobs to end: one list call per interval serves every waiter."""
+    """Waits for Jobs to end: one list call per interval serves every waiter.
+    `late(job)` says whether a running Job needs a look at its pod."""
 
     def __init__(
-        self, list_jobs: Callable[[], Awaitable[list[dict[str, Any]]]], interval: float
+        self,
+        list_jobs: Callable[[], Awaitable[list[dict[str, Any]]]],
+        interval: float,
+        late: Callable[[Mapping[str, Any]], bool],
     ) -> None:
         self._list = list_jobs
         self._interval = interval
+        self._late = late
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any] | None]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def settled(self, name: str) -> dict[str, Any] | None:
-        """The Job once it has ended or is being deleted; None once it is gone."""
+        """The Job once it has ended, is being deleted or is late; None once it is gone."""
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(name, []).append(future)
         if self._task is None or self._task.done():
@@ -125,7 +140,12 @@ class _JobWatch:
             by_name = {job["metadata"]["name"]: job for job in jobs}
             for name, futures in list(self._waiters.items()):
                 job = by_name.get(name)
-                if job is None or job_finished(job) or job["metadata"].get("deletionTimestamp"):
+                if (
+                    job is None
+                    or job_finished(job)
+                    or job["metadata"].get("deletionTimestamp")
+                    or self._late(job)
+                ):
                     del self._waiters[name]
                     for future in futures:
                         if not future.done():
@@ -171,7 +191,10 @@ class KubernetesExecutor(Executor):
         self._apis: _Apis | None = None
         self._connecting = asyncio.Lock()
         self._closed = False
-        self._watch = _JobWatch(self._list_jobs, self.poll_interval)
+        self.start_timeout = float(self.config.get("start_timeout") or 600.0)
+        self._watch = _JobWatch(self._list_jobs, self.poll_interval, self._late)
+        # Jobs whose container was seen started: not late, whatever their age
+        self._started: set[str] = set()
         # Jobs this process deleted to cancel their attempt
         # Jobs this process deleted to cancel their attempt -> the log read just before
         self._cancelled: dict[str, str] = {}
@@ -220,7 +243,16 @@ class KubernetesExecutor(Executor):
     async def wait(self, handle: AttemptHandle) -> AttemptResult:
         """Wait for the Job to end; read its pod's state and log; delete it."""
         name = handle.ref
-        job = await self._watch.settled(name)
+        while True:
+            job = await self._watch.settled(name)
+            if job is None or job_finished(job) or job["metadata"].get("deletionTimestamp"):
+                break
+            pod = await self._pod_of(name)
+            problem = not_started(pod)
+            if problem is None:  # it started since the Job was read
+                self._started.add(name)
+                continue
+            return await self._give_up_starting(name, pod, problem)
         if job is None:
             if name in self._cancelled:
                 return self._cancelled_outcome(self._cancelled.pop(name), handle.where)
@@ -236,6 +268,7 @@ class KubernetesExecutor(Executor):
         text = await self._log_of(pod) if pod is not None else ""
         result = attempt_outcome(job, pod, text)
         await self._collect(name)
+        self._started.discard(name)
         return result
 
     async def cancel(self, handle: AttemptHandle, *, grace: float) -> None:
@@ -360,6 +393,33 @@ class KubernetesExecutor(Executor):
             )
         except BackendError as exc:
             log.warning("cannot delete the ended Job %s (its TTL will): %s", name, exc)
+
+    def _late(self, job: Mapping[str, Any]) -> bool:
+        """A Job whose pod has not started its container (no ready pod) for longer
+        than `start_timeout` since the Job was created."""
+        name = job["metadata"]["name"]
+        if name in self._started:
+            return False
+        if (job.get("status") or {}).get("ready"):
+            self._started.add(name)
+            return False
+        created = parse_time(str(job["metadata"].get("creationTimestamp") or ""))
+        if created is None:
+            return False
+        return (datetime.now(UTC) - created).total_seconds() > self.start_timeout
+
+    async def _give_up_starting(
+        self, name: str, pod: Mapping[str, Any] | None, problem: str
+    ) -> AttemptResult:
+        """Fail an attempt whose pod did not start in time, and delete its Job."""
+        await self._collect(name)
+        error = AttemptError(
+            f"{PodNotStarted.__module__}.PodNotStarted",
+            f"the attempt's pod did not start within {self.start_timeout:g}s "
+            f"(start_timeout): {problem}",
+        )
+        where = pod_where(pod, self.namespace) or f"job {self.namespace}/{name}"
+        return AttemptResult("failed", error=error, where=where)
 
     async def _cancelled_result(self, name: str, handle: AttemptHandle) -> AttemptResult:
         """Wait (within the grace period and some slack) for the deleted Job's pod to

@@ -83,6 +83,14 @@ KUBERNETES_EXECUTOR: Final = (
         example="60s",
     ),
     Field(
+        "start_timeout",
+        DurationType(),
+        "Longest an attempt's pod may take to start its container (scheduling, image "
+        "pull, its Secret's keys); past it the attempt fails with the reason.",
+        default=600.0,
+        example="5m",
+    ),
+    Field(
         "poll_interval",
         DurationType(),
         "How often the orchestrator reads the Jobs it waits for (one list call each).",

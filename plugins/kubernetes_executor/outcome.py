@@ -16,8 +16,11 @@ from .manifest import CONTAINER
 
 __all__ = [
     "PodLost",
+    "PodNotStarted",
     "attempt_outcome",
     "job_finished",
+    "not_started",
+    "parse_time",
     "pod_where",
     "split_logs",
 ]
@@ -30,7 +33,12 @@ class PodLost(Exception):
     """The attempt's pod was evicted, lost with its node, or deleted."""
 
 
-PodLost.__module__ = "tideflow.plugins.kubernetes_executor"
+class PodNotStarted(Exception):
+    """The attempt's pod did not start its container within `start_timeout`."""
+
+
+for _kind in (PodLost, PodNotStarted):
+    _kind.__module__ = "tideflow.plugins.kubernetes_executor"
 
 
 def _true_conditions(document: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
@@ -74,7 +82,33 @@ def _disruption(pod: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _parse_time(text: str) -> datetime | None:
+def not_started(pod: Mapping[str, Any] | None) -> str | None:
+    """Why the pod has not started its container (its waiting reason and message,
+    or why it is not scheduled), or None when it has started."""
+    if pod is None:
+        return "the Job has no pod"
+    state = _container_status(pod).get("state") or {}
+    if "running" in state or "terminated" in state:
+        return None
+    waiting = state.get("waiting") or {}
+    if waiting:
+        message = waiting.get("message")
+        return str(waiting.get("reason") or "waiting") + (f": {message}" if message else "")
+    scheduled = next(
+        (
+            c
+            for c in (pod.get("status") or {}).get("conditions") or ()
+            if c.get("type") == "PodScheduled"
+        ),
+        None,
+    )
+    if scheduled is not None and scheduled.get("status") == "False":
+        return f"not scheduled: {scheduled.get('message') or scheduled.get('reason')}"
+    return f"its pod is {(pod.get('status') or {}).get('phase') or 'Pending'}"
+
+
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time (a log line's stamp, a creationTimestamp), or None."""
     found = _TIMESTAMP.match(text + " ")
     if found is None:
         return None
@@ -91,7 +125,7 @@ def split_logs(text: str) -> tuple[str, tuple[tuple[datetime, str, str], ...]]:
     records: list[tuple[datetime, str, str]] = []
     for line in text.splitlines(keepends=True):
         stamp, _, rest = line.partition(" ")
-        at = _parse_time(stamp)
+        at = parse_time(stamp)
         if at is None:  # not a timestamped line (a fake, or a log cut mid-line)
             output.append(line)
             continue

@@ -517,6 +517,41 @@ async def test_a_job_deleted_by_someone_else_is_lost(
     assert result.status == "lost", result
 
 
+async def test_a_pod_that_cannot_start_fails_the_attempt_with_the_reason(
+    make_executor: Maker, fake_api: Any
+) -> None:
+    """A key missing from the Secret leaves the container waiting
+    (CreateContainerConfigError, as the local fake API server's kubelet reports it:
+    no real cluster can run here); past `start_timeout` the attempt fails with the
+    kubelet's message and its Job is deleted."""
+    async with make_executor(start_timeout=1.0) as executor:
+        handle = await executor.start(
+            request(secret_env={"API_TOKEN": SecretEnv("NOT_IN_THE_SECRET")})
+        )
+        result = await _wait(executor, handle)
+    assert result.status == "failed", result
+    assert result.error is not None
+    assert result.error.type == "tideflow.plugins.kubernetes_executor.PodNotStarted"
+    assert result.error.message == (
+        "the attempt's pod did not start within 1s (start_timeout): "
+        "CreateContainerConfigError: couldn't find key NOT_IN_THE_SECRET in Secret "
+        f"{NAMESPACE}/{SECRET}"
+    )
+    assert fake_api.job_names(namespace=NAMESPACE) == []
+
+
+async def test_a_pod_that_started_is_never_late(make_executor: Maker, fake_api: Any) -> None:
+    """Once the Job counts a ready pod, its age does not matter. Against the local
+    fake API server (no real one can run here)."""
+    async with make_executor(start_timeout=0.2) as executor:
+        handle = await executor.start(request("sleeps", params={"seconds": 1.5}))
+        await asyncio.to_thread(
+            fake_api.wait_for_pod_process, handle.ref, namespace=NAMESPACE, timeout=HANG_LIMIT
+        )
+        result = await _wait(executor, handle)
+    assert result.status == "success", result
+
+
 # --- the API refusing -----------------------------------------------------------------------
 
 

@@ -634,6 +634,7 @@ class _FakeJobs:
             return
         status = job.status
         status["active"] = 0
+        status["ready"] = 0
         if pod.phase == "Succeeded":
             status["succeeded"] = 1
             self._finish(job, "Complete", None, None)
@@ -795,6 +796,10 @@ class _FakeJobs:
             pod.phase = "Running"
             pod.state = {"running": {"startedAt": _now()}}
             pod.resource_version = self._bump()
+            job = self._jobs.get((pod.namespace, pod.job))
+            if job is not None and not job.finished:
+                job.status["ready"] = 1  # no readiness probe: ready once running
+                job.resource_version = self._bump()
             started = pod.state["running"]["startedAt"]
         assert process.stdout is not None
         with process.stdout:
