@@ -25,7 +25,7 @@ from tideflow.plugins.dask_executor.task import claim_name
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import ExecutorContract, ExecutorFactory
-from tideflow.testing.dask import DaskCluster, dask_cluster
+from tideflow.testing.dask import DaskCluster, WorkerSpec, dask_cluster
 from tideflow.testing.nats import free_port
 
 __all__ = ["dask_cluster"]  # the session's cluster, a fixture
@@ -274,6 +274,32 @@ async def test_a_worker_killed_mid_attempt_makes_it_lost_and_dask_does_not_run_i
         await wait_for(lambda: not alive(job_pid), "the orphaned attempt to be killed")
     finally:
         await asyncio.to_thread(dask_cluster.wait_for_workers)  # the nanny's new worker
+
+
+async def test_a_worker_lost_with_no_other_worker_able_to_rerun_it_is_noticed(
+    executor: DaskExecutor, request_for: Request, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """The only worker declaring a resource dies (no nanny brings it back): Dask's
+    re-run would wait forever, so `wait` notices that the worker left."""
+    solo = dask_cluster.add_worker(WorkerSpec("solo", 1, {"SOLO": 1}), nanny=False)
+    marks = tmp_path / "marks"
+    handle = await executor.start(
+        request_for(
+            "dask_jobs:mark_then_sleep",
+            env={"OUT": str(marks)},
+            resources=AttemptResources(extras={"SOLO": 1}),
+        )
+    )
+    text = await wait_for(lambda: marks.exists() and marks.read_text(), "the job's side effect")
+    job_pid = int(text.split()[0])
+    assert worker_of(dask_cluster, job_pid) == solo
+    dask_cluster.kill_worker(solo)
+    result = await asyncio.wait_for(executor.wait(handle), HANG_LIMIT)
+    assert result.status == "lost", result
+    assert result.where is not None and result.where.startswith(solo)
+    assert marks.read_text().splitlines() == [str(job_pid)]
+    await wait_for(lambda: not alive(job_pid), "the orphaned attempt to be killed")
+    assert await executor.attempts() == []
 
 
 async def test_a_new_executor_reattaches_to_a_running_attempt_and_collects_its_success(

@@ -108,25 +108,46 @@ class DaskCluster:
         deadline = time.monotonic() + timeout
         self.address = self._wait_address(deadline)
         for spec in self.specs:
-            argv = [
-                "worker",
-                "--scheduler-file",
-                str(self.scheduler_file),
-                "--name",
-                spec.name,
-                "--nthreads",
-                str(spec.nthreads),
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-                "--local-directory",
-                str(self.folder / spec.name),
-            ]
-            if spec.resources:
-                declared = " ".join(f"{k}={v:g}" for k, v in spec.resources.items())
-                argv += ["--resources", declared]
-            self._spawn(f"worker-{spec.name}", argv)
+            self._spawn_worker(spec)
         self.wait_for_workers(len(self.specs), timeout=max(deadline - time.monotonic(), 1.0))
+
+    def _spawn_worker(self, spec: WorkerSpec, *, nanny: bool = True) -> None:
+        argv = [
+            "worker",
+            "--scheduler-file",
+            str(self.scheduler_file),
+            "--name",
+            spec.name,
+            "--nthreads",
+            str(spec.nthreads),
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--local-directory",
+            str(self.folder / spec.name),
+        ]
+        if spec.resources:
+            declared = " ".join(f"{k}={v:g}" for k, v in spec.resources.items())
+            argv += ["--resources", declared]
+        if not nanny:
+            argv.append("--no-nanny")
+        self._spawn(f"worker-{spec.name}", argv)
+
+    def add_worker(
+        self, spec: WorkerSpec, *, nanny: bool = True, timeout: float = START_TIMEOUT
+    ) -> str:
+        """Start one more worker (not counted by `wait_for_workers`); returns its
+        address once it has joined. Without a `nanny`, a worker killed stays dead."""
+        self._spawn_worker(spec, nanny=nanny)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for address, worker in self.workers().items():
+                if worker["name"] == spec.name:
+                    return address
+            time.sleep(0.05)  # polling for the worker to join
+        raise DaskClusterError(
+            f"worker {spec.name} did not join:\n{self.log_tail(f'worker-{spec.name}')}"
+        )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("ab")
