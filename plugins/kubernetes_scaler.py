@@ -23,7 +23,8 @@ Configuration
 Calls
     The official client is synchronous: every call runs in a worker thread
     (`asyncio.to_thread`), never on the event loop, with a timeout of
-    `REQUEST_TIMEOUT` seconds. A 409 Conflict, 429 Too Many Requests, a 5xx answer
+    `REQUEST_TIMEOUT` seconds (these, and the configuration, are `kubernetes_common`'s,
+    shared with the `kubernetes` executor). A 409 Conflict, 429 Too Many Requests, a 5xx answer
     or a connection failure is tried again, `ATTEMPTS` times in all, after a short
     growing delay (0.1 s, doubling, at most 1 s, less up to half of it as jitter;
     longer when a `Retry-After` asks for it, up to 1 s); then the call fails with a
@@ -43,17 +44,13 @@ import asyncio
 import json
 import logging
 import math
-import os
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import builtin_options
 from .api import (
     BackendClosedError,
-    BackendConfigError,
     BackendContext,
     BackendError,
     BackendRegistry,
@@ -61,25 +58,33 @@ from .api import (
     Scaler,
     hookimpl,
 )
+from .kubernetes_common import (
+    ATTEMPTS,
+    FIRST_BACKOFF,
+    REQUEST_TIMEOUT,
+    RETRIED_STATUSES,
+    ClusterClient,
+    backoff,
+    connect,
+    failure_reason,
+    resolve_kubeconfig,
+    retry_after,
+    status_message,
+)
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient, AppsV1Api
+    from kubernetes.client import AppsV1Api
     from tideflow.compiler.ir import ConsumerNode
 
-__all__ = ["KubernetesScaler", "WorkloadNotFoundError", "tideflow_register_scalers"]
+__all__ = [
+    "ATTEMPTS",
+    "KubernetesScaler",
+    "WorkloadNotFoundError",
+    "tideflow_register_scalers",
+]
 
 log = logging.getLogger(__name__)
 
-#: Longest one API call may take, in seconds (connecting, then reading the answer).
-REQUEST_TIMEOUT: Final = 10.0
-#: Tries of one call when the answer is worth trying again (409, 429, 5xx, no answer).
-ATTEMPTS: Final = 4
-#: Delay before the first retry, and the most any retry waits, in seconds.
-FIRST_BACKOFF: Final = 0.1
-MAX_BACKOFF: Final = 1.0
-
-IN_CLUSTER: Final = "the pod's service account (in-cluster configuration)"
-RETRIED_STATUSES: Final = frozenset({409, 429, 500, 502, 503, 504})
 INT32_MAX: Final = 2**31 - 1
 
 
@@ -118,10 +123,16 @@ WORKLOAD_KINDS: Final[Mapping[str, WorkloadKind]] = {
 
 @dataclass(frozen=True, slots=True)
 class _Connection:
-    client: ApiClient
+    cluster: ClusterClient
     apps: AppsV1Api
-    host: str
-    source: str  # where the configuration came from, for messages
+
+    @property
+    def host(self) -> str:
+        return self.cluster.host
+
+    @property
+    def source(self) -> str:  # where the configuration came from, for messages
+        return self.cluster.source
 
 
 class KubernetesScaler(Scaler):
@@ -145,11 +156,7 @@ class KubernetesScaler(Scaler):
         self.workload_name: str = self.config["name"]
         self.namespace: str = self.config["namespace"]
         self.workload_kind = WORKLOAD_KINDS[self.config["resource"]]
-        kubeconfig = self.config.get("kubeconfig")
-        self.kubeconfig: Path | None = None
-        if kubeconfig is not None:
-            path = Path(kubeconfig).expanduser()
-            self.kubeconfig = path if path.is_absolute() else self.context.base_dir / path
+        self.kubeconfig = resolve_kubeconfig(self.config.get("kubeconfig"), self.context.base_dir)
         self.kube_context: str | None = self.config.get("context")
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
@@ -200,7 +207,7 @@ class KubernetesScaler(Scaler):
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
-                connection.client.close()  # type: ignore[no-untyped-call]
+                connection.cluster.client.close()  # type: ignore[no-untyped-call]
             except Exception:  # closing must not fail because the client broke earlier
                 log.debug("closing the Kubernetes client failed", exc_info=True)
 
@@ -230,8 +237,7 @@ class KubernetesScaler(Scaler):
                     failure = WorkloadNotFoundError(f"{failure}{hint}")
                 if isinstance(failure, BackendError):
                     raise failure from None
-                # jitter keeps orchestrators that failed together from retrying together
-                await asyncio.sleep(min(max(delay, failure), MAX_BACKOFF) * random.uniform(0.5, 1))
+                await asyncio.sleep(backoff(delay, failure))
                 delay *= 2
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
@@ -252,14 +258,14 @@ class KubernetesScaler(Scaler):
         if isinstance(exc, ApiException):
             status = int(exc.status or 0)
             if status in RETRIED_STATUSES and not last:
-                return _retry_after(exc.headers)
+                return retry_after(exc.headers)
             return self._api_error(status, exc, verb, resource, connection)
         if isinstance(exc, HTTPError):
             if not last:
                 return 0.0
             return BackendError(
                 f"cannot reach the Kubernetes API at {connection.host} after {ATTEMPTS} "
-                f"attempts: {_reason(exc)}"
+                f"attempts: {failure_reason(exc)}"
             )
         if isinstance(exc, ValueError | TypeError):  # an answer the client could not read
             return BackendError(
@@ -271,7 +277,7 @@ class KubernetesScaler(Scaler):
     def _api_error(
         self, status: int, exc: Any, verb: str, resource: str, connection: _Connection
     ) -> BackendError:
-        said = _status_message(exc)
+        said = status_message(exc)
         if status == 401:
             return BackendError(
                 f"the Kubernetes API at {connection.host} refused the credentials of "
@@ -335,56 +341,15 @@ class KubernetesScaler(Scaler):
     def _make_connection(self) -> _Connection:
         """Load the configuration (files, maybe an exec credential plugin: hence in a
         worker thread) and make the client."""
-        try:
-            from kubernetes import client, config
-            from kubernetes.config.config_exception import ConfigException
-        except ImportError:
-            raise BackendConfigError(
-                "the kubernetes scaler needs the `kubernetes` package: pip install 'tideflow[k8s]'"
-            ) from None
-        configuration = client.Configuration()
-        source = self._configuration_source()
-        described = IN_CLUSTER if source is None else source[1]
-        try:
-            if source is None:
-                config.load_incluster_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration
-                )
-            else:
-                config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=source[0],
-                    context=self.kube_context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
-        except (ConfigException, OSError, ValueError) as exc:
-            raise BackendConfigError(
-                f"cannot load the Kubernetes configuration from {described}: {exc}"
-            ) from None
-        # retries are this scaler's own, with backoff, so urllib3 makes one attempt
-        configuration.retries = False
-        api_client = client.ApiClient(configuration)
-        return _Connection(api_client, client.AppsV1Api(api_client), configuration.host, described)
+        from kubernetes import client
 
-    def _configuration_source(self) -> tuple[str, str] | None:
-        """(kubeconfig path(s), description), or None for the in-cluster configuration."""
-        context = f" (context {json.dumps(self.kube_context)})" if self.kube_context else ""
-        if self.kubeconfig is not None:
-            if not self.kubeconfig.is_file():
-                raise BackendConfigError(
-                    f"kubeconfig file {self.kubeconfig} (option `kubeconfig`) does not exist"
-                )
-            return str(self.kubeconfig), f"kubeconfig {self.kubeconfig}{context}"
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and self.kube_context is None:
-            return None
-        # KUBECONFIG may list several files, which the client merges
-        paths = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
-        if not any(Path(p).is_file() for p in paths.split(os.pathsep) if p):
-            raise BackendConfigError(
-                "no Kubernetes configuration: not running in a pod (KUBERNETES_SERVICE_HOST "
-                f"is unset) and no kubeconfig at {paths}; set `kubeconfig` in the scale block"
-            )
-        return paths, f"kubeconfig {paths}{context}"
+        cluster = connect(
+            self.kubeconfig,
+            self.kube_context,
+            needs="the kubernetes scaler",
+            block="the scale block",
+        )
+        return _Connection(cluster, client.AppsV1Api(cluster.client))
 
     def _check_grace_period(self, workload: Any) -> None:
         rule = self.consumer.scale
@@ -405,30 +370,6 @@ class KubernetesScaler(Scaler):
                 self.consumer.name,
                 math.ceil(drain_timeout),
             )
-
-
-def _retry_after(headers: Any) -> float:
-    """Seconds a 429 or 503 answer's `Retry-After` asks for (0 when absent)."""
-    try:
-        return float((headers or {}).get("Retry-After") or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _status_message(exc: Any) -> str:
-    """The `message` of the Status object an error answer carries, else its reason."""
-    try:
-        document = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        document = None
-    if isinstance(document, dict) and isinstance(document.get("message"), str):
-        return str(document["message"])
-    return f"{exc.status} {exc.reason or ''}".strip()
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the cause
-    return str(reason or exc) or type(exc).__name__
 
 
 @hookimpl
