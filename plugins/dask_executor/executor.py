@@ -123,6 +123,7 @@ class DaskExecutor(Executor):
         self._connecting = asyncio.Lock()
         self._futures: dict[str, Any] = {}
         self._cancelled: set[str] = set()
+        self._claims: dict[str, dict[str, Any]] = {}  # ref -> the claim of a running attempt
         self._closed = False
 
     @classmethod
@@ -282,13 +283,18 @@ class DaskExecutor(Executor):
         """A `lost` result when the worker that claimed the attempt is no longer in
         the cluster and the task has not ended."""
         try:
-            claim = await self._variable(client, task.claim_name(ref))
-            if not isinstance(claim, dict) or not claim.get("worker"):
-                return None
-            info = await client.scheduler.identity()
+            claim = self._claims.get(ref)
+            if claim is None:
+                claim = await self._variable(client, task.claim_name(ref))
+                if not isinstance(claim, dict) or not claim.get("worker"):
+                    return None
+                if claim.get("pid"):  # final: the task sets it once more, without the pid
+                    self._claims[ref] = claim
+            # one small question about one worker (not the whole cluster's state)
+            present = await client.scheduler.ncores(workers=[claim["worker"]])
         except (OSError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        if claim["worker"] in (info.get("workers") or {}):
+        if claim["worker"] in present:
             return None
         where = claim.get("where")
         return AttemptResult(
@@ -325,6 +331,7 @@ class DaskExecutor(Executor):
         distributed = _distributed()
         self._futures.pop(ref, None)
         self._cancelled.discard(ref)
+        self._claims.pop(ref, None)
         try:
             if keep_claim:
                 await client.cancel([future], reason="tideflow: the attempt is lost")
