@@ -246,6 +246,16 @@ class Cluster:
         self.members += started
         return started
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIDEFLOW, *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+            env={**os.environ, "TIDEFLOW_STATE": self.state},
+        )
+
     def lease(self) -> LeaseState | None:
         return self.store.lease("demo")
 
@@ -418,6 +428,10 @@ def test_sigterm_hands_over_at_once(
 ) -> None:
     cluster.start(2)
     leader = settled(cluster, 1)
+    status = cluster.cli("status", str(cluster.flow))
+    assert status.returncode == 0, status.stderr
+    assert "running (leader: orchestrator" in status.stdout
+    assert "standing by: orchestrator" in status.stdout
     mid_second()
     leader.process.send_signal(signal.SIGTERM)
     new_leader(cluster, leader)

@@ -195,3 +195,21 @@ def test_dead_letters_are_counted_per_consumer(client: TestClient, state: State)
         )
     after = scrape(client)["tideflow_consumer_dead_letters_total"]
     assert after[labels] == before + 3
+
+
+def test_the_leader_and_its_standbys_are_told_apart(client: TestClient, state: State) -> None:
+    with Store.open(state.url) as store:
+        leader = store.register_orchestrator(["shop"])
+        standby = store.register_orchestrator(["shop"])
+        grant = store.acquire_lease("shop", leader, 30.0)
+        assert grant is not None and store.acquire_lease("shop", standby, 30.0) is None
+    samples = scrape(client)
+    roles = {
+        dict(labels)["orchestrator"]: value
+        for labels, value in samples["tideflow_orchestrator_leader"].items()
+    }
+    assert roles[str(leader)] == 1 and roles[str(standby)] == 0
+    assert samples["tideflow_orchestrator_lease_token"][(("flows", "shop"),)] == grant.token
+    scheduler = client.get("/api/scheduler").json()
+    by_id = {o["id"]: o["role"] for o in scheduler["orchestrators"]}
+    assert by_id[leader] == "leader" and by_id[standby] == "standby"
