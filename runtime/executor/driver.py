@@ -160,6 +160,7 @@ class Executor:
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
+        self._queued: list[int] = []  # job runs to mark queued (see `_mark_queued`)
 
     # -- lifecycle --
 
@@ -548,7 +549,7 @@ class Executor:
             if job_run.stopping():
                 return self._stopped(job_run)
             if not self.admission.try_acquire(spec.demand):
-                self.store.set_job_run_status(job_run.id, RunStatus.QUEUED)
+                self._mark_queued(job_run.id)
                 job_run.waiting = self.admission.wait(spec.demand)
                 granted = await job_run.waiting
                 job_run.waiting = None
@@ -712,6 +713,21 @@ class Executor:
                 cancellation.stop_reason(job_run.stop),
             )
         return status
+
+    def _mark_queued(self, job_run_id: int) -> None:
+        """Record that a job run waits for a slot. The job runs that queue in one turn
+        of the event loop (a fan-out queues hundreds) are written together, in one
+        statement, at the next turn; the store leaves alone any that started by then."""
+        self._queued.append(job_run_id)
+        if len(self._queued) == 1:
+            asyncio.get_running_loop().call_soon(self._write_queued)
+
+    def _write_queued(self) -> None:
+        ids, self._queued = self._queued, []
+        try:
+            self.store.mark_queued(ids)
+        except Exception:  # only what the history shows while they wait: go on
+            log.exception("cannot mark %d job run(s) queued", len(ids))
 
     def _stopped(self, job_run: JobRunState) -> RunStatus:
         assert job_run.stop is not None

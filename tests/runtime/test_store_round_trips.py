@@ -97,6 +97,7 @@ def test_every_run_transition_is_one_round_trip_on_postgresql(store: Store) -> N
         ("create_job_runs, 501 jobs", jobs),
         ("set_flow_run_status", lambda: store.set_flow_run_status(flow_run[0], RunStatus.RUNNING)),
         ("set_job_run_status", lambda: store.set_job_run_status(ids["j0"], RunStatus.QUEUED)),
+        ("mark_queued, 501 job runs", lambda: store.mark_queued(ids.values())),
         ("start_attempt", start),
         ("set_attempt_pid", lambda: store.set_attempt_pid(attempt[0], 43)),
         ("cancel_requests", lambda: store.cancel_requests(ids.values())),
@@ -127,7 +128,26 @@ def test_every_run_transition_is_one_round_trip_on_postgresql(store: Store) -> N
     with pytest.raises(StoreError):
         store.start_attempt(ids["j3"], 1)
     assert store.attempts(ids["j3"]) == []
-    assert store.job_run(ids["j3"]).status is RunStatus.PENDING  # type: ignore[union-attr]
+    assert store.job_run(ids["j3"]).status is RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_only_job_runs_still_waiting_are_marked_queued(store: Store) -> None:
+    flow_run = store.create_flow_run("f", "a", TriggerKind.MANUAL)
+    ids = store.create_job_runs(
+        flow_run, "f", ["new", "retry", "going", "done"], TriggerKind.MANUAL
+    )
+    store.set_job_run_status(ids["retry"], RunStatus.RETRYING)
+    store.start_attempt(ids["going"], 1)
+    store.set_job_run_status(ids["done"], RunStatus.SUCCESS)
+    store.mark_queued(ids.values())
+    store.mark_queued([])
+    rows = {r.job: r.status for r in store.job_runs(flow_run_id=flow_run)}
+    assert rows == {
+        "new": RunStatus.QUEUED,
+        "retry": RunStatus.QUEUED,
+        "going": RunStatus.RUNNING,
+        "done": RunStatus.SUCCESS,
+    }
 
 
 def test_job_runs_come_back_by_job_in_the_order_given(store: Store) -> None:
