@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from tideflow.plugins.api import (
@@ -75,6 +76,8 @@ DASK_NAMES: Final[Mapping[str, str]] = {"gpu": "GPU", "cpu": "CPU", "memory": "M
 #: error types of the outcomes the executor itself decides
 WORKER_LOST: Final = "tideflow.plugins.dask_executor.WorkerLost"
 TASK_FAILED: Final = "tideflow.plugins.dask_executor.TaskFailed"
+
+TLS_OPTIONS: Final = ("tls_ca_file", "tls_cert", "tls_key")
 
 INSTALL_HINT: Final = (
     'the `dask` executor needs dask.distributed: install it with `pip install "tideflow[dask]"`'
@@ -117,6 +120,23 @@ class DaskExecutor(Executor):
                     "is not an amount (a number or a size such as 32Gi)"
                 )
         self.declared: frozenset[str] = frozenset(declared)
+        tls = [self.config.get(option) for option in TLS_OPTIONS]
+        if any(tls) and not all(tls):
+            missing = ", ".join(f"`{o}`" for o, v in zip(TLS_OPTIONS, tls, strict=True) if not v)
+            raise BackendConfigError(
+                f"executor {self.name!r}: TLS needs `tls_ca_file`, `tls_cert` and `tls_key` "
+                f"together; {missing} missing"
+            )
+        if str(self.config["scheduler"]).startswith("tls://") and not all(tls):
+            raise BackendConfigError(
+                f"executor {self.name!r}: a `tls://` scheduler needs `tls_ca_file`, "
+                "`tls_cert` and `tls_key`"
+            )
+        self.tls_files: tuple[Path, ...] | None = (
+            tuple(self.context.base_dir / Path(str(v)).expanduser() for v in tls)
+            if all(tls)
+            else None
+        )
         self.scheduler: str = self.config["scheduler"]
         self.prefix = f"{self.config['namespace']}/"
         self._client: Any = None
@@ -183,6 +203,7 @@ class DaskExecutor(Executor):
                     timeout=self.config["connect_timeout"],
                     set_as_default=False,
                     name="tideflow",
+                    security=self._security(distributed),
                 )
             except (OSError, TimeoutError, ValueError) as exc:
                 raise BackendError(
@@ -190,6 +211,18 @@ class DaskExecutor(Executor):
                 ) from exc
             self._client = client
             return client
+
+    def _security(self, distributed: Any) -> Any:
+        """The TLS settings of the connection (None: plain TCP)."""
+        if self.tls_files is None:
+            return None
+        for option, path in zip(TLS_OPTIONS, self.tls_files, strict=True):
+            if not path.is_file():
+                raise BackendError(f"`{option}` of the dask executor: no file {path}")
+        ca, cert, key = (str(path) for path in self.tls_files)
+        return distributed.Security(
+            tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+        )
 
     def _unreachable(self, exc: BaseException) -> BackendError:
         return BackendError(f"lost the Dask scheduler at {self.scheduler}: {exc}")

@@ -37,6 +37,26 @@ DASK_EXECUTOR: Final = (
         example="{ GPU = 1, CPU = 8, MEMORY = 32Gi }",
     ),
     Field(
+        "tls_ca_file",
+        StringType(),
+        "CA certificate the scheduler's certificate is checked against; with `tls_cert` "
+        "and `tls_key`, the connection is TLS (a `tls://` scheduler). Relative to the flow "
+        "file's directory.",
+        example='"/etc/dask/ca.pem"',
+    ),
+    Field(
+        "tls_cert",
+        StringType(),
+        "Certificate the orchestrator presents to the scheduler (PEM).",
+        example='"/etc/dask/tideflow.pem"',
+    ),
+    Field(
+        "tls_key",
+        StringType(),
+        "Private key of `tls_cert` (PEM).",
+        example='"/etc/dask/tideflow.key"',
+    ),
+    Field(
         "namespace",
         StringType(pattern=r"[A-Za-z0-9_.-]+", pattern_doc="letters, digits, `_`, `.`, `-`"),
         "First part of the Dask keys of this orchestrator's attempts; orchestrators with "

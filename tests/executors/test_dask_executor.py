@@ -8,7 +8,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tideflow.plugins.api import (
     AttemptRequest,
     AttemptResources,
     BackendConfigError,
+    BackendContext,
     BackendError,
 )
 from tideflow.plugins.dask_executor import DaskExecutor, DaskNotInstalledError
@@ -25,7 +26,7 @@ from tideflow.plugins.dask_executor.task import claim_name
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import ExecutorContract, ExecutorFactory
-from tideflow.testing.dask import DaskCluster, WorkerSpec, dask_cluster
+from tideflow.testing.dask import DaskCluster, WorkerSpec, dask_cluster, running_dask_cluster
 from tideflow.testing.nats import free_port
 
 __all__ = ["dask_cluster"]  # the session's cluster, a fixture
@@ -345,6 +346,40 @@ async def test_attempts_lists_only_its_own_namespace(
         assert await two.attempts() == []
         go.touch()
         assert (await asyncio.wait_for(one.wait(handle), HANG_LIMIT)).status == "success"
+
+
+@pytest.fixture(scope="module")
+def tls_cluster() -> Iterator[DaskCluster]:
+    """A cluster of its own whose members only talk TLS (self-signed certificate)."""
+    with running_dask_cluster([WorkerSpec("tls-only", 1)], tls=True) as cluster:
+        yield cluster
+
+
+async def test_a_tls_scheduler_is_reached_with_the_tls_files(
+    tls_cluster: DaskCluster, request_for: Request, tmp_path: Path
+) -> None:
+    assert tls_cluster.address.startswith("tls://") and tls_cluster.tls is not None
+    files = tls_cluster.tls
+    # relative paths are the flow file's directory's
+    context = BackendContext(source=files.cert.parent / "cluster.flow")
+    config = {
+        "scheduler": tls_cluster.address,
+        "tls_ca_file": files.ca.name,
+        "tls_cert": files.cert.name,
+        "tls_key": str(files.key),
+    }
+    async with DaskExecutor(config, context=context) as executor:
+        handle = await executor.start(request_for(command=("sh", "-c", "echo over tls")))
+        result = await asyncio.wait_for(executor.wait(handle), HANG_LIMIT)
+    assert (result.status, result.stdout) == ("success", "over tls\n")
+    with pytest.raises(BackendConfigError, match="a `tls://` scheduler needs"):
+        DaskExecutor({"scheduler": tls_cluster.address})
+    with pytest.raises(BackendConfigError, match="`tls_key` missing"):
+        DaskExecutor({"tls_ca_file": "ca.pem", "tls_cert": "cert.pem"})
+    missing = {**config, "tls_key": str(tmp_path / "nowhere.key")}
+    async with DaskExecutor(missing, context=context) as executor:
+        with pytest.raises(BackendError, match="no file"):
+            await executor.start(request_for(command=("true",)))
 
 
 async def test_an_unreachable_scheduler_is_a_backend_error(request_for: Request) -> None:

@@ -37,6 +37,7 @@ import pytest
 __all__ = [
     "DaskCluster",
     "DaskClusterError",
+    "TlsFiles",
     "WorkerSpec",
     "dask_cluster",
     "running_dask_cluster",
@@ -50,6 +51,41 @@ STOP_TIMEOUT: Final = 10.0
 
 class DaskClusterError(RuntimeError):
     """The `dask` command is missing, or the cluster did not start."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA certificate, and a certificate and key it signed, as PEM files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def self_signed(cls, folder: Path) -> TlsFiles:
+        """A self-signed certificate (its own CA) for every member of a test cluster,
+        made with `openssl`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-subj", "/CN=dask-internal", "-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return cls(cert, cert, key)
+
+    def args(self) -> list[str]:
+        return [
+            "--tls-ca-file",
+            str(self.ca),
+            "--tls-cert",
+            str(self.cert),
+            "--tls-key",
+            str(self.key),
+        ]
 
 
 @dataclass(frozen=True)
@@ -81,9 +117,16 @@ def find_dask() -> Path:
 class DaskCluster:
     """A `dask scheduler` and its `dask worker` processes, in a folder of their own."""
 
-    def __init__(self, folder: Path, workers: Sequence[WorkerSpec] = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        workers: Sequence[WorkerSpec] = DEFAULT_WORKERS,
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.folder = folder
         self.specs = tuple(workers)
+        self.tls = tls  # every member talks TLS, with these files
         self.command = find_dask()
         self.scheduler_file = folder / "scheduler.json"
         self.address = ""
@@ -103,6 +146,7 @@ class DaskCluster:
                 "--no-dashboard",
                 "--scheduler-file",
                 str(self.scheduler_file),
+                *self._tls_args(),
             ],
         )
         deadline = time.monotonic() + timeout
@@ -131,6 +175,7 @@ class DaskCluster:
             argv += ["--resources", declared]
         if not nanny:
             argv.append("--no-nanny")
+        argv += self._tls_args()
         self._spawn(f"worker-{spec.name}", argv)
 
     def add_worker(
@@ -148,6 +193,9 @@ class DaskCluster:
         raise DaskClusterError(
             f"worker {spec.name} did not join:\n{self.log_tail(f'worker-{spec.name}')}"
         )
+
+    def _tls_args(self) -> list[str]:
+        return ["--protocol", "tls", *self.tls.args()] if self.tls is not None else []
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("ab")
@@ -183,7 +231,15 @@ class DaskCluster:
         import distributed
 
         dask: Any = distributed  # its Client is untyped
-        return dask.Client(self.address, timeout=timeout, set_as_default=False)
+        security = None
+        if self.tls is not None:
+            security = dask.Security(
+                tls_ca_file=str(self.tls.ca),
+                tls_client_cert=str(self.tls.cert),
+                tls_client_key=str(self.tls.key),
+                require_encryption=True,
+            )
+        return dask.Client(self.address, timeout=timeout, set_as_default=False, security=security)
 
     def wait_for_workers(self, count: int | None = None, timeout: float = START_TIMEOUT) -> None:
         """Return once `count` workers (all of them by default) are in the cluster."""
@@ -233,10 +289,15 @@ class DaskCluster:
 
 
 @contextlib.contextmanager
-def running_dask_cluster(workers: Sequence[WorkerSpec] = DEFAULT_WORKERS) -> Iterator[DaskCluster]:
-    """A started cluster in a temporary folder, stopped (and the folder removed) on exit."""
+def running_dask_cluster(
+    workers: Sequence[WorkerSpec] = DEFAULT_WORKERS, *, tls: bool = False
+) -> Iterator[DaskCluster]:
+    """A started cluster in a temporary folder, stopped (and the folder removed) on
+    exit; with `tls`, its members talk TLS with a self-signed certificate
+    (`cluster.tls`)."""
     folder = Path(tempfile.mkdtemp(prefix="tideflow-dask-"))
-    cluster = DaskCluster(folder, workers)
+    files = TlsFiles.self_signed(folder / "tls") if tls else None
+    cluster = DaskCluster(folder, workers, tls=files)
     try:
         cluster.start()
         yield cluster
