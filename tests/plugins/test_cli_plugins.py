@@ -203,6 +203,21 @@ def test_describe_a_builtin_schema(installed: FakeInstall) -> None:
     assert by_name["bootstrap"]["required"] is True
 
 
+def test_describe_a_builtin_executor(installed: FakeInstall) -> None:
+    """`tideflow plugins` names the kubernetes executor `executor:kubernetes` beside
+    the scaler of that name; that form describes it."""
+    ambiguous = run("--describe", "kubernetes")
+    assert ambiguous.exit_code == 2
+    assert "`executor:kubernetes` or `scaler:kubernetes`" in ambiguous.stderr
+    result = run("--describe", "executor:kubernetes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert described["kind"] == "executor"
+    by_name = {o["name"]: o for o in described["options"]}
+    assert by_name["image"]["required"] is True
+    assert by_name["start_timeout"]["default_text"] == "10m"
+
+
 def test_ambiguous_name_asks_for_the_kind(installed: FakeInstall) -> None:
     installed.plugin(
         "acme",
@@ -227,7 +242,8 @@ def test_ambiguous_name_asks_for_the_kind(installed: FakeInstall) -> None:
         (
             "kafak",
             "error: unknown backend `kafak`; available: broker:embedded, broker:kafka, "
-            "broker:nats, scaler:kubernetes, scaler:local, notifier:command, notifier:webhook\n"
+            "broker:nats, scaler:kubernetes, scaler:local, notifier:command, notifier:webhook, "
+            "executor:dask, executor:kubernetes, executor:local\n"
             "  help: did you mean `kafka`?\n",
         ),
         (
@@ -237,7 +253,7 @@ def test_ambiguous_name_asks_for_the_kind(installed: FakeInstall) -> None:
         (
             "queue:kafka",
             "error: unknown backend kind `queue` in `queue:kafka`; "
-            "kinds: broker, scaler, notifier\n",
+            "kinds: broker, scaler, notifier, executor\n",
         ),
     ],
 )

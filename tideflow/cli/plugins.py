@@ -37,7 +37,7 @@ from tideflow.plugins.manager import BackendEntry, PluginSet, installed_plugins
 
 __all__ = ["plugins_command"]
 
-KINDS: Final = ("broker", "scaler", "notifier")
+KINDS: Final = ("broker", "scaler", "notifier", "executor")
 
 
 # --- values as a .flow file writes them ---------------------------------------------------
