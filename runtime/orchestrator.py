@@ -240,6 +240,8 @@ class Orchestrator:
                 if grant is not None:
                     await self._lead(stop, grant)
         finally:
+            if self.runtimes:  # a standby's prepared executors
+                await self._wind_down(0.0)
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
@@ -312,6 +314,12 @@ class Orchestrator:
             if self.role != Role.STANDBY:
                 holder = self._holder()
                 self._set_role(Role.STANDBY, f": orchestrator {holder} leads" if holder else "")
+            if not self.runtimes:
+                try:  # a warm standby: its workers are up when it takes over
+                    self._prepare()
+                except Exception:
+                    log.exception("the executors could not be prepared; they start on takeover")
+                    await self._wind_down(0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll)
         return None
@@ -376,8 +384,7 @@ class Orchestrator:
             for flow in self.flows:
                 self.store.save_flow(flow.info.name, flow.info.source, to_json(flow))
                 await self._ensure_topics(flow)
-            for flow in self.flows:
-                self._start_flow(flow)
+            self._prepare()
             await self._recover_if_ready(grant)
             self._watch_other_flows()
             for runtime in self.runtimes.values():
@@ -459,6 +466,13 @@ class Orchestrator:
                     flow.info.name,
                     exc,
                 )
+
+    def _prepare(self) -> None:
+        """Build each flow's executor (its worker processes started) and scheduler (not
+        started): at once when leading, ahead of time when standing by."""
+        if not self.runtimes:
+            for flow in self.flows:
+                self._start_flow(flow)
 
     def _start_flow(self, flow: FlowIR) -> None:
         notifications = Notifications(flow)
