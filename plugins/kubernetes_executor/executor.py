@@ -123,7 +123,7 @@ class _JobWatch:
         while self._waiters:
             try:
                 jobs = await self._list()
-            except KubernetesAccessError as exc:
+            except (KubernetesAccessError, BackendClosedError) as exc:
                 self._settle_all(exc)
                 break
             except BackendError as exc:
@@ -134,24 +134,37 @@ class _JobWatch:
                 failing = True
                 await asyncio.sleep(self._interval)
                 continue
+            except Exception as exc:  # a bug must fail the waits, not leave them hanging
+                log.exception("listing the Jobs failed")
+                self._settle_all(exc)
+                break
             if failing:
                 log.info("reading the Jobs works again")
                 failing = False
-            by_name = {job["metadata"]["name"]: job for job in jobs}
-            for name, futures in list(self._waiters.items()):
-                job = by_name.get(name)
-                if (
-                    job is None
-                    or job_finished(job)
-                    or job["metadata"].get("deletionTimestamp")
-                    or self._late(job)
-                ):
-                    del self._waiters[name]
-                    for future in futures:
-                        if not future.done():
-                            future.set_result(job)
+            try:
+                self._settle(jobs)
+            except Exception as exc:  # a bug must fail the waits, not leave them hanging
+                log.exception("watching the Jobs failed")
+                self._settle_all(exc)
+                break
             if self._waiters:
                 await asyncio.sleep(self._interval)
+
+    def _settle(self, jobs: list[dict[str, Any]]) -> None:
+        """Answer the waiters whose Job is gone, ended, being deleted or late."""
+        by_name = {job["metadata"]["name"]: job for job in jobs}
+        for name, futures in list(self._waiters.items()):
+            job = by_name.get(name)
+            if (
+                job is None
+                or job_finished(job)
+                or job["metadata"].get("deletionTimestamp")
+                or self._late(job)
+            ):
+                del self._waiters[name]
+                for future in futures:
+                    if not future.done():
+                        future.set_result(job)
 
     def _settle_all(self, exc: BaseException) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -506,6 +519,8 @@ class KubernetesExecutor(Executor):
                 f"{apis.cluster.source} (401 Unauthorized): check that its token or "
                 "client certificate is valid and has not expired"
             )
+        if status == 403 and "exceeded quota" in said:  # ResourceQuota admission, not RBAC
+            return BackendError(f"a ResourceQuota {where} refused to {verb} {resource}: {said}")
         if status == 403:
             return KubernetesAccessError(
                 f"forbidden to {verb} {resource} {where}: {_RBAC_HINT}; the server said: {said}"

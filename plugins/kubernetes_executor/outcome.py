@@ -85,8 +85,11 @@ def _disruption(pod: Mapping[str, Any] | None) -> str | None:
 def not_started(pod: Mapping[str, Any] | None) -> str | None:
     """Why the pod has not started its container (its waiting reason and message,
     or why it is not scheduled), or None when it has started."""
-    if pod is None:
-        return "the Job has no pod"
+    if pod is None:  # its pods were refused: `kubectl describe job` has the events
+        return (
+            "the Job has no pod (a ResourceQuota, a LimitRange or an admission webhook may "
+            "refuse it: `kubectl describe job` says why)"
+        )
     state = _container_status(pod).get("state") or {}
     if "running" in state or "terminated" in state:
         return None

@@ -568,6 +568,24 @@ async def test_a_forbidden_list_fails_the_wait_naming_the_role(
         await _wait(executor, handle)
 
 
+async def test_a_quota_refusing_the_job_is_not_blamed_on_the_role(
+    executor: KubernetesExecutor, fake_api: Any
+) -> None:
+    """A ResourceQuota's refusal is a 403 too (the local fake API server answers as
+    the quota admission plugin does; no real one can run here)."""
+    said = (
+        'jobs.batch "x" is forbidden: exceeded quota: batch-quota, requested: count/jobs.batch=1, '
+        "used: count/jobs.batch=20, limited: count/jobs.batch=20"
+    )
+    fake_api.fail_next(403, method="POST", message=said)
+    with pytest.raises(BackendError) as refused:
+        await executor.start(request())
+    assert not isinstance(refused.value, KubernetesAccessError)
+    assert str(refused.value) == (
+        f'a ResourceQuota in namespace "{NAMESPACE}" refused to create jobs: {said}'
+    )
+
+
 async def test_the_documented_role_is_enough(executor: KubernetesExecutor, fake_api: Any) -> None:
     """Every call the executor makes is allowed by the Role in docs/kubernetes.md
     (enforced by the local fake API server; no real one can run here)."""

@@ -151,6 +151,7 @@ class _Fault:
     status: int
     count: int
     method: str | None
+    message: str | None = None
 
 
 # --- batch/v1 Jobs, their pods and the pods' logs ---------------------------------------
@@ -1201,11 +1202,19 @@ class FakeKubernetes(_FakeJobs):
         with self._lock:
             return self._held
 
-    def fail_next(self, status: int, count: int = 1, *, method: str | None = None) -> None:
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        message: str | None = None,
+    ) -> None:
         """Answer the next `count` requests (of `method`, when given) with a `status`
-        error (409, 429, 500, 503, ...) instead of serving them."""
+        error (409, 429, 500, 503, ...) instead of serving them; `message` is the
+        Status's (an admission plugin's words, say)."""
         with self._lock:
-            self._faults.append(_Fault(status, count, method))
+            self._faults.append(_Fault(status, count, method, message))
 
     def requests_to(self, method: str, suffix: str = "") -> list[RecordedRequest]:
         """The recorded requests of `method` whose path ends with `suffix`."""
@@ -1239,11 +1248,11 @@ class FakeKubernetes(_FakeJobs):
             state.ready = replicas
         state.resource_version = self._bump()
 
-    def _take_fault(self, method: str) -> int | None:
+    def _take_fault(self, method: str) -> _Fault | None:
         for fault in self._faults:
             if fault.method in (None, method) and fault.count > 0:
                 fault.count -= 1
-                return fault.status
+                return fault
         return None
 
     def _handle(
@@ -1262,7 +1271,7 @@ class FakeKubernetes(_FakeJobs):
             return _status(HTTPStatus.UNAUTHORIZED, "Unauthorized", "Unauthorized")
         fault = self._take_fault(method)
         if fault is not None:
-            return _injected(fault)
+            return _injected(fault.status, fault.message)
         if path.startswith(("/apis/batch/", "/api/v1/")):
             return self._route_jobs(method, path, body)
         route = _parse_path(path)
@@ -1516,8 +1525,9 @@ def _conflict(qualified: str, name: str, why: str) -> tuple[int, dict[str, Any]]
     )
 
 
-def _injected(code: int) -> tuple[int, dict[str, Any]]:
+def _injected(code: int, message: str | None = None) -> tuple[int, dict[str, Any]]:
     reasons = {
+        403: "Forbidden",
         409: "Conflict",
         429: "TooManyRequests",
         500: "InternalError",
@@ -1525,7 +1535,9 @@ def _injected(code: int) -> tuple[int, dict[str, Any]]:
         504: "Timeout",
     }
     return _status(
-        HTTPStatus(code), reasons.get(code, "Unknown"), f"injected failure ({code}) by the fake"
+        HTTPStatus(code),
+        reasons.get(code, "Unknown"),
+        message or f"injected failure ({code}) by the fake",
     )
 
 
