@@ -162,7 +162,7 @@ class LeaseQueries(StoreBase):
                 lease.c.expires_at,
             )
         )
-        with self._write() as conn:
+        with self._write_one() as conn:  # one statement: commits alone
             row = conn.execute(statement).first()
         if row is None:
             return None
@@ -182,7 +182,7 @@ class LeaseQueries(StoreBase):
         when it is no longer held with that token (another orchestrator took it)."""
         lease = t.leader_leases
         now = self._db_now()
-        with self._write() as conn:
+        with self._write_one() as conn:
             result = conn.execute(
                 sa.update(lease)
                 .where(lease.c.key == key, lease.c.holder == holder, lease.c.token == token)
@@ -195,7 +195,7 @@ class LeaseQueries(StoreBase):
         to expire; False when it was not held with `token` any more."""
         lease = t.leader_leases
         now = self._db_now()
-        with self._write() as conn:
+        with self._write_one() as conn:
             result = conn.execute(
                 sa.update(lease)
                 .where(lease.c.key == key, lease.c.holder == holder, lease.c.token == token)
