@@ -414,3 +414,18 @@ async def test_run_returns_when_closed(store: Store, clock: VirtualClock) -> Non
     await rig.autoscaler.aclose()
     await running
     assert len(rig.seen) == 1
+
+
+async def test_an_orchestrator_that_may_not_act_scales_nothing(make_rig: Any) -> None:
+    """A deposed leader (`may_act` False) neither scales nor records a decision; once it
+    may act again (it leads again), the next poll does both."""
+    leading = [True]
+    rig: Rig = await make_rig(may_act=lambda: leading[0])
+    assert len(rig.stored()) == 1
+    leading[0] = False
+    rig.backlog.total = 350
+    await rig.at(10)
+    assert rig.scaler.told == [] and len(rig.stored()) == 1
+    leading[0] = True
+    await rig.at(15)
+    assert rig.scaler.told == [4] and len(rig.stored()) == 2
