@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from tideflow.plugins.api import (
     AttemptError,
@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 __all__ = ["KubernetesAccessError", "KubernetesExecutor", "tideflow_register_executors"]
 
 log = logging.getLogger("tideflow.plugins.kubernetes_executor")
+
+_T = TypeVar("_T")
 
 #: how long `wait` of a cancelled attempt waits for its pod to go, beyond its grace
 CANCEL_SLACK: Final = 30.0
@@ -201,14 +203,13 @@ class KubernetesExecutor(Executor):
         self.kube_context: str | None = self.config.get("context")
         self.poll_interval = float(self.config.get("poll_interval") or 2.0)
         self.grace_period = float(self.config.get("grace_period") or 30.0)
+        self.start_timeout = float(self.config.get("start_timeout") or 600.0)
         self._apis: _Apis | None = None
         self._connecting = asyncio.Lock()
         self._closed = False
-        self.start_timeout = float(self.config.get("start_timeout") or 600.0)
         self._watch = _JobWatch(self._list_jobs, self.poll_interval, self._late)
         # Jobs whose container was seen started: not late, whatever their age
         self._started: set[str] = set()
-        # Jobs this process deleted to cancel their attempt
         # Jobs this process deleted to cancel their attempt -> the log read just before
         self._cancelled: dict[str, str] = {}
 
@@ -243,9 +244,8 @@ class KubernetesExecutor(Executor):
         )
         if status == 409:  # an earlier try of this create got through
             existing = await self._read_job(name)
-            key = (
-                ((existing or {}).get("metadata") or {}).get("annotations", {}).get(KEY_ANNOTATION)
-            )
+            metadata = (existing or {}).get("metadata") or {}
+            key = (metadata.get("annotations") or {}).get(KEY_ANNOTATION)
             if key != request.key:
                 raise BackendError(
                     f'a Job named "{name}" already exists in namespace '
@@ -255,12 +255,18 @@ class KubernetesExecutor(Executor):
 
     async def wait(self, handle: AttemptHandle) -> AttemptResult:
         """Wait for the Job to end; read its pod's state and log; delete it."""
+        try:
+            return await self._wait(handle)
+        finally:
+            self._started.discard(handle.ref)
+
+    async def _wait(self, handle: AttemptHandle) -> AttemptResult:
         name = handle.ref
         while True:
             job = await self._watch.settled(name)
             if job is None or job_finished(job) or job["metadata"].get("deletionTimestamp"):
                 break
-            pod = await self._pod_of(name)
+            pod = await self._patiently(f"read the pod of Job {name}", self._pod_of, name)
             problem = not_started(pod)
             if problem is None:  # it started since the Job was read
                 self._started.add(name)
@@ -277,11 +283,10 @@ class KubernetesExecutor(Executor):
             return AttemptResult("lost", error=error, where=handle.where)
         if not job_finished(job):  # being deleted: cancelled, here or by another process
             return await self._cancelled_result(name, handle)
-        pod = await self._pod_of(name)
+        pod = await self._patiently(f"read the pod of Job {name}", self._pod_of, name)
         text = await self._log_of(pod) if pod is not None else ""
         result = attempt_outcome(job, pod, text)
         await self._collect(name)
-        self._started.discard(name)
         return result
 
     async def cancel(self, handle: AttemptHandle, *, grace: float) -> None:
@@ -295,16 +300,20 @@ class KubernetesExecutor(Executor):
                 self._cancelled[handle.ref] = await self._log_of(pod)
         except BackendError as exc:  # the output is a courtesy; the cancellation is not
             log.warning("cannot read the output of the cancelled Job %s: %s", handle.ref, exc)
-        await self._call(
-            "delete",
-            "jobs",
-            "batch",
-            "delete_namespaced_job",
-            handle.ref,
-            self.namespace,
-            body={"propagationPolicy": "Foreground"},
-            accept=frozenset({404}),
-        )
+        try:
+            await self._call(
+                "delete",
+                "jobs",
+                "batch",
+                "delete_namespaced_job",
+                handle.ref,
+                self.namespace,
+                body={"propagationPolicy": "Foreground"},
+                accept=frozenset({404}),
+            )
+        except BaseException:  # not deleted: a Job that vanishes later was lost, not cancelled
+            self._cancelled.pop(handle.ref, None)
+            raise
 
     async def attempts(self) -> Sequence[AttemptHandle]:
         """The Jobs in the namespace with the managed-by label: not collected yet."""
@@ -442,14 +451,30 @@ class KubernetesExecutor(Executor):
         text = self._cancelled.pop(name, "")
         where = handle.where
         while loop.time() < until:
-            pod = await self._pod_of(name)
+            pod = await self._patiently(f"read the pod of Job {name}", self._pod_of, name)
             if pod is not None:
                 where = pod_where(pod, self.namespace)
                 text = await self._log_of(pod) or text
-            if await self._read_job(name) is None:
+            if await self._patiently(f"read Job {name}", self._read_job, name) is None:
                 break
             await asyncio.sleep(self.poll_interval)
         return self._cancelled_outcome(text, where)
+
+    async def _patiently(self, what: str, step: Callable[[str], Awaitable[_T]], name: str) -> _T:
+        """`step(name)`, tried again every `poll_interval` while the API cannot be
+        reached or answers 5xx: an outage must not end an attempt that may still run
+        (the orchestrator would then run it again). Refused access is raised."""
+        failing = False
+        while True:
+            try:
+                return await step(name)
+            except (KubernetesAccessError, BackendClosedError):
+                raise
+            except BackendError as exc:
+                if not failing:
+                    log.warning("cannot %s (trying again): %s", what, exc)
+                    failing = True
+                await asyncio.sleep(self.poll_interval)
 
     def _cancelled_outcome(self, text: str, where: str | None) -> AttemptResult:
         stdout, records = split_logs(text)

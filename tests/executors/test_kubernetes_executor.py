@@ -568,6 +568,20 @@ async def test_a_forbidden_list_fails_the_wait_naming_the_role(
         await _wait(executor, handle)
 
 
+async def test_an_api_outage_while_waiting_does_not_end_the_attempt(
+    executor: KubernetesExecutor, fake_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every read answers 503 for a while (the local fake API server injects it; no
+    real one can run here): the attempt is still followed to its real end, and the
+    outage is logged once."""
+    handle = await executor.start(request("sleeps", params={"seconds": 1}))
+    fake_api.fail_next(503, count=16, method="GET")
+    result = await _wait(executor, handle)
+    assert result.status == "success", result
+    outage = [r for r in caplog.records if "trying again" in r.getMessage()]
+    assert len(outage) == 1, [r.getMessage() for r in outage]
+
+
 async def test_a_quota_refusing_the_job_is_not_blamed_on_the_role(
     executor: KubernetesExecutor, fake_api: Any
 ) -> None:
