@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import functools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -333,21 +334,63 @@ def measure_dispatch(
     )
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Each store's median run of a shape, and each store's time per job against
+    SQLite's, round by round (the stores take turns in each round, so a change of load
+    on the machine hits them alike): the median of those ratios, and their range."""
+
+    shape: str
+    results: dict[str, DispatchResult]
+    ratios: dict[str, list[float]]  # by store label, one per round
+
+    def describe_ratios(self) -> list[str]:
+        lines = []
+        for label, found in self.ratios.items():
+            ratio = statistics.median(found)
+            met = "met" if ratio <= TARGET_RATIO else "NOT met"
+            spread = f" (rounds: {min(found):.2f}x to {max(found):.2f}x)" if len(found) > 1 else ""
+            lines.append(
+                f"{self.shape}: {label} / sqlite = {ratio:.2f}x per job{spread}; "
+                f"target at most {TARGET_RATIO:g}x: {met}"
+            )
+        return lines
+
+
 def compare(
     shape: str, jobs: int, concurrency: int, urls: dict[str, str | None], repeat: int
-) -> dict[str, DispatchResult]:
-    """Each store's median run (by wall time) of `repeat`, the stores taking turns so
-    that a change of load on the machine hits them alike."""
+) -> Comparison:
     runs: dict[str, list[DispatchResult]] = {label: [] for label in urls}
+    ratios: dict[str, list[float]] = {label: [] for label in urls if label != "sqlite"}
     for _ in range(repeat):
-        for label, url in urls.items():
-            runs[label].append(
-                measure_dispatch(shape, jobs, concurrency=concurrency, state_url=url)
-            )
-    return {
+        this_round = {
+            label: measure_dispatch(shape, jobs, concurrency=concurrency, state_url=url)
+            for label, url in urls.items()
+        }
+        for label, result in this_round.items():
+            runs[label].append(result)
+            if label in ratios and "sqlite" in this_round:
+                ratios[label].append(result.ms_per_job / this_round["sqlite"].ms_per_job)
+    medians = {
         label: sorted(found, key=lambda r: r.seconds)[len(found) // 2]
         for label, found in runs.items()
     }
+    return Comparison(shape, medians, {k: v for k, v in ratios.items() if v})
+
+
+def labels(states: list[str]) -> dict[str, str | None]:
+    """A short label for each store: its kind (`sqlite`, `postgresql`), numbered when
+    two are of one kind."""
+    found: dict[str, str | None] = {}
+    for state in states:
+        url = STORE_NAMES.get(state, state)
+        label = store_kind(url)
+        number = 2
+        while label in found:
+            label = f"{store_kind(url)}#{number}"
+            number += 1
+        found[label] = url
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,13 +407,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--shape", action="append", choices=("chain", "fan-out"), help="default: both"
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per store; the median is shown")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (each store runs once per round)"
+    )
     parser.add_argument("--profile", action="store_true", help="time and traffic by store method")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-start run")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeat < 1 or args.concurrency < 1:
         parser.error("--jobs, --repeat and --concurrency must be at least 1")
-    urls = {name: STORE_NAMES.get(name, name) for name in (args.state or list(STORE_NAMES))}
+    urls = labels(args.state or list(STORE_NAMES))
     try:
         for url in urls.values():
             with fresh_store_url(url):
@@ -378,30 +423,36 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a store that cannot be reached: say which, no traceback
         first_line = (str(exc).splitlines() or [""])[0]
         sys.exit(f"dispatch_bench: cannot prepare a store: {type(exc).__name__}: {first_line}")
+    for label, url in urls.items():
+        print(f"{label:12} {describe(url)}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for shape in args.shape or ["chain", "fan-out"]:
-        results = compare(shape, args.jobs, args.concurrency, urls, args.repeat)
-        for label, result in results.items():
-            print(f"{label:10} {result.describe()}")
-            print(f"{'':10} store traffic: {result.describe_traffic()}")
+        comparison = compare(shape, args.jobs, args.concurrency, urls, args.repeat)
+        for label, result in comparison.results.items():
+            print(f"{label:12} {result.describe()}")
+            print(f"{'':12} store traffic: {result.describe_traffic()}")
             if args.profile:
                 print(result.describe_profile())
-        base = results.get("sqlite")
-        for label, result in results.items():
-            if base is not None and result is not base:
-                ratio = result.ms_per_job / base.ms_per_job
-                met = "met" if ratio <= TARGET_RATIO else "NOT met"
-                print(
-                    f"{shape}: {label} / sqlite = {ratio:.2f}x per job "
-                    f"(target at most {TARGET_RATIO:g}x: {met})"
-                )
+        for line in comparison.describe_ratios():
+            print(line)
         sys.stdout.flush()
     if not args.no_cold:
         for label, url in urls.items():
             cold = measure_dispatch(
                 "chain", args.jobs, concurrency=args.concurrency, warm=False, state_url=url
             )
-            print(f"{label:10} cold start, " + cold.describe())
+            print(f"{label:12} cold start, " + cold.describe())
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     sys.stdout.flush()
+
+
+def describe(url: str | None) -> str:
+    if url is None:
+        return "a SQLite file in a temporary folder"
+    from tideflow.runtime.store import describe_url, normalize_url
+
+    fresh = " (in a schema of its own, dropped after)" if store_kind(url) == "postgresql" else ""
+    return describe_url(normalize_url(url)) + fresh
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and on PostgreSQL a pool that checks a connection only after it sat idle."""
 
 from __future__ import annotations
 
+import select
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -44,12 +45,15 @@ def create_engine(url: str) -> sa.Engine:
 
 
 def _ping_when_idle(engine: sa.Engine, idle_seconds: float) -> None:
-    """Ping a pooled connection at checkout only when it sat idle for `idle_seconds`.
+    """Ping a pooled connection at checkout only when it sat idle for `idle_seconds`,
+    or when the server wrote to it while it sat in the pool.
 
     `pool_pre_ping` pings at every checkout: one more round trip for every store call,
-    a third of a write's. A connection in steady use needs none: if the server went
-    away under it, the failing statement raises (StoreError) and SQLAlchemy drops the
-    whole pool, so the next call connects afresh."""
+    a third of a write's. A connection in steady use needs none: a server that
+    restarts or ends the session says goodbye on the socket (an error, then the end of
+    the stream), which is seen without a round trip. A connection that died silently
+    (a link cut) fails the statement that uses it (StoreError), and SQLAlchemy then
+    drops the whole pool, so the next call connects afresh."""
     errors = engine.dialect.loaded_dbapi.Error
 
     @sa.event.listens_for(engine, "checkin")
@@ -59,9 +63,20 @@ def _ping_when_idle(engine: sa.Engine, idle_seconds: float) -> None:
     @sa.event.listens_for(engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("tideflow_idle_since")
-        if since is None or time.monotonic() - since < idle_seconds:
+        idle = since is not None and time.monotonic() - since >= idle_seconds
+        if not idle and not _server_wrote(dbapi_connection):
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
         except errors as exc:  # the pool replaces the connection and tries again
             raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+def _server_wrote(dbapi_connection: Any) -> bool:
+    """Whether the server sent something on a connection that sat in the pool, where it
+    speaks only to say goodbye (or, rarely, a notice); checked without waiting."""
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except Exception:  # closed already, or no socket to look at: let the ping decide
+        return True
+    return bool(readable)

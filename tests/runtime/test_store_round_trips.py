@@ -248,12 +248,25 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_unseen(
 
 
 @on_postgresql
-def test_a_connection_in_steady_use_that_the_server_dropped_fails_one_call(
+def test_a_connection_in_steady_use_that_the_server_dropped_is_replaced_unseen(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without a ping the statement itself finds the connection dead: that call raises
-    StoreError, SQLAlchemy drops the pool, and the next call works."""
+    """No ping for a connection used a moment ago, but the server's goodbye waits on its
+    socket: that is seen at checkout without a round trip."""
     monkeypatch.setattr(store_engine, "IDLE_PING_SECONDS", 3600.0)
+    with Store.open(store_url) as store:
+        _drop_the_pooled_connection(store)
+        assert store.flow_runs() == []
+
+
+@on_postgresql
+def test_a_connection_that_died_silently_fails_one_call_then_the_pool_reconnects(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link cut says nothing: the statement finds it, that call raises StoreError,
+    SQLAlchemy drops the pool, and the next call works."""
+    monkeypatch.setattr(store_engine, "IDLE_PING_SECONDS", 3600.0)
+    monkeypatch.setattr(store_engine, "_server_wrote", lambda _connection: False)
     with Store.open(store_url) as store:
         _drop_the_pooled_connection(store)
         with pytest.raises(StoreError):
