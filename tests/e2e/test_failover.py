@@ -421,6 +421,10 @@ def test_a_leader_cut_off_from_the_store_stops_before_its_lease_ends(cluster: Cl
     start = cluster.ticks()
     until(lambda: cluster.ticks() >= start + 2, "ticks by the new leader")
     cluster.assert_each_instant_once()
+    # stopped while its store is still unreachable: a clean exit, not a crash
+    cut_off.process.send_signal(signal.SIGTERM)
+    assert cut_off.process.wait(HANG) == 0, cut_off.output
+    assert "internal error" not in cut_off.output and "Traceback" not in cut_off.output
 
 
 def test_sigterm_hands_over_at_once(

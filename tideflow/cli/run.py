@@ -35,7 +35,7 @@ from tideflow.dsl.timetext import format_elapsed, human_delta
 from tideflow.runtime import redaction
 from tideflow.runtime.orchestrator import Orchestrator, OrchestratorError, Role
 from tideflow.runtime.secrets import flow_secret_values
-from tideflow.runtime.store import Store
+from tideflow.runtime.store import Store, StoreError
 
 __all__ = ["run_command"]
 
@@ -249,23 +249,32 @@ async def _run(
 async def _watch(
     orchestrator: Orchestrator, console: Console, live: bool, stop: asyncio.Event
 ) -> None:
-    """The live view on a terminal; elsewhere one line per finished job run."""
+    """The live view on a terminal; elsewhere one line per finished job run. A store
+    that cannot be read leaves the view as it was (the orchestrator says why)."""
     store = orchestrator.store
     started = time.monotonic()
-    seen = max((r.id for r in store.job_runs(limit=1)), default=0)
+    try:
+        seen = max((r.id for r in store.job_runs(limit=1)), default=0)
+    except StoreError:
+        seen = 0
     if live:
         with Live(console=console, refresh_per_second=2, transient=False) as view:
-            while not stop.is_set():
-                view.update(_live_view(orchestrator, time.monotonic() - started, console.width))
+            while True:
+                stopping = stop.is_set()
+                with contextlib.suppress(StoreError):
+                    uptime = time.monotonic() - started
+                    view.update(_live_view(orchestrator, uptime, console.width))
+                if stopping:
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
-            view.update(_live_view(orchestrator, time.monotonic() - started, console.width))
-        return
     while True:
         stopping = stop.is_set()
-        finished = [
-            r for r in reversed(store.job_runs(limit=200)) if r.id > seen and r.status.finished
-        ]
+        try:
+            recent = store.job_runs(limit=200)
+        except StoreError:
+            recent = []
+        finished = [r for r in reversed(recent) if r.id > seen and r.status.finished]
         for row in finished:
             seen = max(seen, row.id)
             took = f" in {format_elapsed(row.duration)}" if row.duration is not None else ""
