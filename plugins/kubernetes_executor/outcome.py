@@ -47,6 +47,7 @@ def _true_conditions(document: Mapping[str, Any] | None) -> dict[str, Mapping[st
 
 
 def job_finished(job: Mapping[str, Any]) -> bool:
+    """Whether the Job has ended: a `Complete` or `Failed` condition."""
     conditions = _true_conditions(job)
     return bool({"Complete", "Failed"} & conditions.keys())
 
@@ -59,6 +60,7 @@ def _container_status(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def pod_where(pod: Mapping[str, Any] | None, namespace: str) -> str | None:
+    """Where the attempt ran, as the run history shows it: the pod and its node."""
     if pod is None:
         return None
     name = pod["metadata"]["name"]

@@ -37,8 +37,14 @@ from tideflow.plugins.api import (
     SecretEnv,
     check_backend_class,
 )
-from tideflow.plugins.kubernetes_executor import KubernetesExecutor, job_manifest, job_name
+from tideflow.plugins.kubernetes_executor import (
+    KubernetesExecutor,
+    attempt_outcome,
+    job_manifest,
+    job_name,
+)
 from tideflow.plugins.kubernetes_executor.executor import KubernetesAccessError
+from tideflow.plugins.kubernetes_executor.outcome import split_logs
 from tideflow.plugins.manager import load_plugins
 
 from tideflow.testing import ExecutorContract, ExecutorFactory
@@ -209,6 +215,131 @@ def test_job_names_are_dns_safe_short_unique_and_stable() -> None:
     assert job_name(long) == name  # a create tried again finds its own Job
     assert job_name(request(attempt=2)) != job_name(request(attempt=1))
     assert job_name(request()).startswith("nightly-succeeds-7-1-")
+
+
+def _ended_job(condition: str, reason: str | None = None) -> dict[str, Any]:
+    status = {"type": condition, "status": "True"}
+    if reason is not None:
+        status["reason"] = reason
+    return {
+        "metadata": {"name": "nightly-report-7-1-abc", "namespace": NAMESPACE},
+        "spec": {"activeDeadlineSeconds": 60},
+        "status": {"conditions": [status]},
+    }
+
+
+def _pod(terminated: dict[str, Any] | None, **status: Any) -> dict[str, Any]:
+    state = {"terminated": terminated} if terminated is not None else {"running": {}}
+    return {
+        "metadata": {"name": "nightly-report-7-1-abc-x1y2z"},
+        "spec": {"nodeName": "node-3"},
+        "status": {"containerStatuses": [{"name": "attempt", "state": state}], **status},
+    }
+
+
+@pytest.mark.parametrize(
+    ("job", "pod", "status", "exit_code", "error_type", "message_part"),
+    [
+        (_ended_job("Complete"), _pod({"exitCode": 0}), "success", 0, None, None),
+        (
+            _ended_job("Failed", "BackoffLimitExceeded"),
+            _pod({"exitCode": 137, "reason": "OOMKilled"}),
+            "crashed",
+            137,
+            "tideflow.runtime.executor.WorkerCrashed",
+            "memory limit (OOMKilled)",
+        ),
+        (
+            _ended_job("Failed", "BackoffLimitExceeded"),
+            _pod({"exitCode": 143, "reason": "Error", "message": "last lines of the log"}),
+            "crashed",
+            143,
+            "tideflow.runtime.executor.WorkerCrashed",
+            "SIGTERM",
+        ),
+        (
+            _ended_job("Failed", "BackoffLimitExceeded"),
+            _pod({"exitCode": 2, "reason": "Error", "message": "usage: ..."}),
+            "crashed",
+            2,
+            "tideflow.runtime.executor.WorkerCrashed",
+            "exited with code 2 without a reply",
+        ),
+        (
+            _ended_job("Failed", "BackoffLimitExceeded"),
+            _pod(
+                {"exitCode": 137, "reason": "Error"},
+                reason="Preempting",
+                message="Preempted in order to admit critical pod",
+            ),
+            "lost",
+            137,
+            "tideflow.plugins.kubernetes_executor.PodLost",
+            "its pod was Preempting: Preempted in order to admit critical pod",
+        ),
+        (
+            _ended_job("Failed", "BackoffLimitExceeded"),
+            _pod(
+                {"exitCode": 143, "reason": "Error"},
+                conditions=[
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "DeletionByTaintManager",
+                    }
+                ],
+            ),
+            "lost",
+            143,
+            "tideflow.plugins.kubernetes_executor.PodLost",
+            "its pod was DeletionByTaintManager",
+        ),
+        (
+            _ended_job("Failed", "DeadlineExceeded"),
+            None,
+            "timeout",
+            None,
+            "tideflow.runtime.executor.AttemptTimeout",
+            "activeDeadlineSeconds (60s)",
+        ),
+    ],
+    ids=["complete", "oom", "sigterm", "no-summary", "preempted", "node-taint", "deadline"],
+)
+def test_the_outcome_of_an_ended_job(
+    job: dict[str, Any],
+    pod: dict[str, Any] | None,
+    status: str,
+    exit_code: int | None,
+    error_type: str | None,
+    message_part: str | None,
+) -> None:
+    """Job and pod documents as the API returns them, read without any server."""
+    result = attempt_outcome(job, pod, "2026-12-02T13:00:00.123456789Z a line\n")
+    assert (result.status, result.exit_code) == (status, exit_code)
+    assert result.stdout == "a line\n"
+    if error_type is None:
+        assert result.error is None
+    else:
+        assert result.error is not None
+        assert result.error.type == error_type
+        assert message_part is not None and message_part in result.error.message
+    expected_where = f"pod {NAMESPACE}/nightly-report-7-1-abc-x1y2z on node node-3"
+    assert result.where == (expected_where if pod else f"job {NAMESPACE}/nightly-report-7-1-abc")
+
+
+def test_log_lines_in_the_runners_format_become_records() -> None:
+    """Pure parsing of a pod log read with timestamps; no server."""
+    stdout, records = split_logs(
+        "2026-12-02T13:00:00.123456789Z out: hello\n"
+        "2026-12-02T13:00:01.5Z INFO loaded 3 rows\n"
+        "2026-12-02T13:00:02+01:00 WARNING odd\n"
+        "no stamp at all\n"
+    )
+    assert stdout == "out: hello\nno stamp at all\n"
+    assert [(at.isoformat(), level, message) for at, level, message in records] == [
+        ("2026-12-02T13:00:01.500000+00:00", "INFO", "loaded 3 rows"),
+        ("2026-12-02T12:00:02+00:00", "WARNING", "odd"),
+    ]
 
 
 # --- the manifest -------------------------------------------------------------------------
