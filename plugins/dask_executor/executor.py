@@ -88,6 +88,10 @@ class DaskNotInstalledError(BackendError):
     """dask.distributed is not installed."""
 
 
+class SchedulerUnreachable(BackendError):
+    """The connection to the scheduler was lost during a call."""
+
+
 def _distributed() -> Any:
     try:
         import distributed
@@ -189,7 +193,7 @@ class DaskExecutor(Executor):
             raise BackendError(f"the dask executor for {self.scheduler} is closed")
         async with self._connecting:
             client = self._client
-            if client is not None and client.status in ("running", "connecting"):
+            if client is not None and client.status == "running":
                 return client
             self._client = None
             if client is not None:
@@ -224,8 +228,8 @@ class DaskExecutor(Executor):
             tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
         )
 
-    def _unreachable(self, exc: BaseException) -> BackendError:
-        return BackendError(f"lost the Dask scheduler at {self.scheduler}: {exc}")
+    def _unreachable(self, exc: BaseException) -> SchedulerUnreachable:
+        return SchedulerUnreachable(f"lost the Dask scheduler at {self.scheduler}: {exc}")
 
     async def start(self, request: AttemptRequest) -> AttemptHandle:
         ref = self.ref_of(request.key)
@@ -280,8 +284,31 @@ class DaskExecutor(Executor):
             return None
 
     async def wait(self, handle: AttemptHandle) -> AttemptResult:
-        client = await self._connect()
-        ref = handle.ref
+        while True:
+            client = await self._connect()
+            try:
+                return await self._wait_once(client, handle.ref)
+            except SchedulerUnreachable:
+                # the scheduler keeps the published task across a lost connection:
+                # once connected again, find it again (a restarted scheduler has lost
+                # it: `lost`); a scheduler that stays away is a BackendError
+                self._futures.pop(handle.ref, None)
+                await self._reconnected(client)
+
+    async def _reconnected(self, client: Any) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self.config["connect_timeout"]) + 1.0
+        while client.status not in ("running", "closing", "closed") and loop.time() < deadline:
+            await asyncio.sleep(0.1)  # the client reconnects by itself for a while
+        if client.status != "running":
+            async with self._connecting:
+                if self._client is client:
+                    self._client = None
+            with contextlib.suppress(Exception):
+                await client.close()
+            await self._connect()  # a BackendError when the scheduler cannot be reached
+
+    async def _wait_once(self, client: Any, ref: str) -> AttemptResult:
         future = await self._future(client, ref)
         if future is None:
             return AttemptResult(
@@ -307,8 +334,8 @@ class DaskExecutor(Executor):
         finally:
             if not collect.done():
                 collect.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await collect
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await collect  # its outcome, if any, is dropped with the attempt
         await self._forget(client, ref, future, keep_claim=False)
         return result
 
@@ -343,10 +370,16 @@ class DaskExecutor(Executor):
         except asyncio.CancelledError:
             raise
         except distributed.client.FutureCancelledError as exc:
-            if ref in self._cancelled or await self._variable(client, task.cancel_name(ref)):
+            if ref in self._cancelled:
                 return AttemptResult("cancelled")
-            if client.status != "running":
+            if client.status != "running":  # the client gave up on the scheduler
                 raise self._unreachable(exc) from exc
+            try:
+                cancelled = await self._variable(client, task.cancel_name(ref))
+            except (OSError, TimeoutError) as lost:
+                raise self._unreachable(lost) from exc
+            if cancelled is not None:  # by another orchestrator's executor
+                return AttemptResult("cancelled")
             return AttemptResult("lost", error=AttemptError(WORKER_LOST, str(exc)))
         except distributed.KilledWorker as exc:
             return AttemptResult("lost", error=AttemptError(WORKER_LOST, str(exc)))

@@ -15,7 +15,8 @@ a re-run and returns ``lost`` at once, without running anything.
 
 The supervisor (`SUPERVISOR`) ends the whole process group when the worker
 process dies (Linux's parent-death signal), so that a killed worker leaves no
-attempt running behind it.
+attempt running behind it; a worker that closes (it lost its scheduler, it is
+retired) ends its attempts at once rather than when its process exits.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ MAX_OUTPUT: Final = 4 * 1024 * 1024
 #: how often the cancel watcher asks the scheduler again (a long poll: it returns
 #: as soon as the variable is set)
 CANCEL_POLL: Final = 1.0
+#: the worker's states in which it ends its running attempts
+CLOSING_STATUSES: Final = frozenset(
+    {"stopping", "stopped", "closing", "closing_gracefully", "closed", "failed"}
+)
+#: how long an attempt of a closing worker gets between SIGTERM and SIGKILL
+WORKER_CLOSING_GRACE: Final = 2.0
 
 # Runs as `python -c SUPERVISOR PARENT_PID ARGV...` in the attempt's own session.
 # It gets SIGUSR1 when the thread that started it ends (the worker died) and then
@@ -129,7 +136,7 @@ def run_attempt(ref: str, request_json: str) -> Outcome:
         cancelled = threading.Event()
         watcher = threading.Thread(
             target=_watch_cancel,
-            args=(cancel, process.pid, ended, cancelled),
+            args=(worker, cancel, process.pid, ended, cancelled),
             name=f"tideflow-cancel-{process.pid}",
             daemon=True,
         )
@@ -170,23 +177,39 @@ def _value(variable: Any) -> Any:
 
 
 def _watch_cancel(
-    cancel: Any, group: int, ended: threading.Event, cancelled: threading.Event
+    worker: Any, cancel: Any, group: int, ended: threading.Event, cancelled: threading.Event
 ) -> None:
+    """Until the attempt ends: on a cancel, end its process group (SIGTERM, SIGKILL
+    after the grace); when the worker itself is closing (it lost its scheduler, it is
+    being retired), end it too, since Dask will not collect it (a re-run is `lost`)."""
     while not ended.is_set():
+        if _closing(worker):
+            _end_group(group, ended, WORKER_CLOSING_GRACE)
+            return
         try:
             grace = cancel.get(timeout=CANCEL_POLL)
         except TimeoutError:
             continue
-        except Exception:  # the worker is closing: its client is gone
-            return
+        except Exception:  # the worker's client is closing, or a hiccup: look again
+            ended.wait(CANCEL_POLL / 4)
+            continue
         if ended.is_set():
             return
         cancelled.set()
-        _signal_group(group, signal.SIGTERM)
-        ended.wait(max(float(grace or 0), 0.0))
-        # whatever ignored SIGTERM, the attempt's process or anything it started
-        _signal_group(group, signal.SIGKILL)
+        _end_group(group, ended, max(float(grace or 0), 0.0))
         return
+
+
+def _closing(worker: Any) -> bool:
+    status = getattr(worker, "status", None)
+    return getattr(status, "name", "running") in CLOSING_STATUSES
+
+
+def _end_group(group: int, ended: threading.Event, grace: float) -> None:
+    _signal_group(group, signal.SIGTERM)
+    ended.wait(grace)
+    # whatever ignored SIGTERM, the attempt's process or anything it started
+    _signal_group(group, signal.SIGKILL)
 
 
 def _signal_group(group: int, number: signal.Signals) -> None:

@@ -382,6 +382,35 @@ async def test_a_tls_scheduler_is_reached_with_the_tls_files(
             await executor.start(request_for(command=("true",)))
 
 
+async def test_a_scheduler_lost_mid_attempt_is_lost_or_a_backend_error(
+    request_for: Request, tmp_path: Path
+) -> None:
+    """A scheduler that restarts has forgotten the attempt: `lost`, not a hang (and
+    its worker, which ends with the scheduler, takes the attempt with it). One that
+    never comes back: a BackendError once the reconnection gives up."""
+    go = tmp_path / "go"
+    with running_dask_cluster([WorkerSpec("only", 1)]) as cluster:
+        config = {"scheduler": cluster.address, "connect_timeout": 2.0}
+        async with DaskExecutor(config) as executor:
+            out = tmp_path / "first"
+            handle = await executor.start(
+                request_for("dask_jobs:until_go", env={"OUT": str(out), "GO": str(go)})
+            )
+            await wait_for(out.exists, "the attempt to start")
+            job_pid = int(out.read_text())
+            await asyncio.to_thread(cluster.restart_scheduler)
+            result = await asyncio.wait_for(executor.wait(handle), HANG_LIMIT)
+            assert result.status == "lost", result
+            await wait_for(lambda: not alive(job_pid), "the attempt to end with its worker")
+
+            # (the workers ended with the first scheduler: this one stays queued)
+            handle = await executor.start(request_for(command=("true",)))
+            cluster.kill_scheduler()
+            with pytest.raises(BackendError, match="Dask scheduler"):
+                await asyncio.wait_for(executor.wait(handle), HANG_LIMIT)
+        go.touch()
+
+
 async def test_an_unreachable_scheduler_is_a_backend_error(request_for: Request) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     async with DaskExecutor({"scheduler": address, "connect_timeout": 0.5}) as executor:

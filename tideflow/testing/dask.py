@@ -135,25 +135,33 @@ class DaskCluster:
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the scheduler and the workers; return once every worker has joined."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            "scheduler",
-            [
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(self.scheduler_file),
-                *self._tls_args(),
-            ],
-        )
         deadline = time.monotonic() + timeout
+        self._spawn_scheduler(0)
         self.address = self._wait_address(deadline)
         for spec in self.specs:
             self._spawn_worker(spec)
         self.wait_for_workers(len(self.specs), timeout=max(deadline - time.monotonic(), 1.0))
+
+    def _spawn_scheduler(self, port: int) -> None:
+        argv = ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        argv += ["--scheduler-file", str(self.scheduler_file), *self._tls_args()]
+        self._spawn("scheduler", argv, first=True)
+
+    def kill_scheduler(self) -> None:
+        """SIGKILL the scheduler: every client and worker loses it, with its state."""
+        process, log = self._processes.pop(0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT)
+        log.close()
+
+    def restart_scheduler(self, timeout: float = START_TIMEOUT) -> None:
+        """Kill the scheduler and start a new one (empty) at the same address. The
+        workers do not come back: a Dask worker that loses its scheduler ends."""
+        self.kill_scheduler()
+        self.scheduler_file.unlink(missing_ok=True)
+        self._spawn_scheduler(int(self.address.rpartition(":")[2]))
+        self._wait_address(time.monotonic() + timeout)
 
     def _spawn_worker(self, spec: WorkerSpec, *, nanny: bool = True) -> None:
         argv = [
@@ -197,7 +205,7 @@ class DaskCluster:
     def _tls_args(self) -> list[str]:
         return ["--protocol", "tls", *self.tls.args()] if self.tls is not None else []
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], *, first: bool = False) -> None:
         log = (self.folder / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [str(self.command), *argv],
@@ -207,7 +215,7 @@ class DaskCluster:
             cwd=self.folder,
             start_new_session=True,  # the worker's nanny, worker and attempts end together
         )
-        self._processes.append((process, log))
+        self._processes.insert(0 if first else len(self._processes), (process, log))
 
     def _wait_address(self, deadline: float) -> str:
         delay = 0.01
