@@ -23,14 +23,15 @@ Configuration
 Calls
     The official client is synchronous: every call runs in a worker thread
     (`asyncio.to_thread`), never on the event loop, with a timeout of
-    `REQUEST_TIMEOUT` seconds (these, and the configuration, are `kubernetes_common`'s,
-    shared with the `kubernetes` executor). A 409 Conflict, 429 Too Many Requests, a 5xx answer
+    `REQUEST_TIMEOUT` seconds. A 409 Conflict, 429 Too Many Requests, a 5xx answer
     or a connection failure is tried again, `ATTEMPTS` times in all, after a short
     growing delay (0.1 s, doubling, at most 1 s, less up to half of it as jitter;
     longer when a `Retry-After` asks for it, up to 1 s); then the call fails with a
     `BackendError` that says what happened. A 401 says the credentials were
     refused; a 403 names the verb and resource the orchestrator's Role must grant;
-    a 404 names the missing workload and its namespace.
+    a 404 names the missing workload and its namespace. The configuration, the
+    retries' timing and the reading of error answers are `kubernetes_common`'s,
+    shared with the `kubernetes` executor.
 
 Closing
     `aclose()` releases the client's connections. The workload keeps its replica
