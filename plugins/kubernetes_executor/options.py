@@ -55,7 +55,8 @@ KUBERNETES_EXECUTOR: Final = (
     ),
     Field(
         "ttl_seconds_after_finished",
-        IntType(minimum=0),
+        # shorter, and a Job could go between its end and the orchestrator's next look
+        IntType(minimum=60),
         "Seconds a finished Job the orchestrator never collected is kept (an "
         "orchestrator that restarts within it still records the outcome).",
         default=86400,
