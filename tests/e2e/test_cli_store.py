@@ -177,7 +177,9 @@ def test_run_from_another_folder_finds_the_orchestrator_already_running(
     finally:
         first.terminate()
         output, _ = first.communicate(timeout=60)
-    assert second.returncode == 1, second.stderr
-    assert "is already run by orchestrator" in second.stderr
+    # the same store: the second orchestrator stands by for the first, fires nothing
+    assert second.returncode == 0, second.stderr
+    assert ": standby (another orchestrator leads nightly" in second.stderr
     assert f"state store: {home / 'tideflow' / 'state.db'}" in output
+    assert f"state store: {home / 'tideflow' / 'state.db'}" in second.stderr
     assert not (tmp_path / "elsewhere" / ".tideflow").exists()
