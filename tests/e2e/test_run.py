@@ -217,6 +217,16 @@ def test_an_orchestrator_of_an_overlapping_set_of_flows_is_refused(project: Proj
         stop(process)
 
 
+def test_a_store_no_other_orchestrator_can_share_is_refused(project: Project) -> None:
+    flow = project.flow('job "hello" {\n  run = "testjobs:hello"\n}\n')
+    memory = project.cli("run", str(flow), "--no-live", "--state", "sqlite://", "--duration", "1s")
+    assert memory.returncode == 1
+    assert "in-memory SQLite database" in memory.stderr and "Traceback" not in memory.stderr
+    renew = project.cli("run", str(flow), "--no-live", "--lease", "1s", "--renew", "2s")
+    assert renew.returncode == 2
+    assert "must be above zero and shorter than --lease" in renew.stderr
+
+
 def test_trigger_wait_reports_the_outcome(project: Project) -> None:
     flow = project.flow('job "hello" { run = "testjobs:hello" }\n')
     process = project.start(flow)
