@@ -235,18 +235,21 @@ class DaskExecutor(Executor):
         ref = self.ref_of(request.key)
         resources = self.dask_resources(request.resources)
         client = await self._connect()
+        future = client.submit(
+            task.run_attempt,
+            ref,
+            request.to_json(),
+            key=ref,
+            resources=resources or None,
+            pure=False,
+            retries=0,
+        )
         try:
-            future = client.submit(
-                task.run_attempt,
-                ref,
-                request.to_json(),
-                key=ref,
-                resources=resources or None,
-                pure=False,
-                retries=0,
-            )
             await client.publish_dataset(future, name=ref, override=True)
         except (OSError, TimeoutError) as exc:
+            # not published, the start fails: make sure the task does not run anyway
+            with contextlib.suppress(Exception):
+                await client.cancel([future], reason="tideflow: the start failed")
             raise self._unreachable(exc) from exc
         self._futures[ref] = future
         return AttemptHandle(request.key, ref)
