@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,7 @@ HANG_LIMIT = 60.0
 JOBS = """\
 import logging
 import os
+import subprocess
 import subprocess
 import time
 from pathlib import Path
@@ -469,3 +471,16 @@ class TestDaskExecutorContract(ExecutorContract):
     @pytest.fixture
     def tideflow_executor_factory(self, dask_cluster: DaskCluster) -> ExecutorFactory:
         return lambda: DaskExecutor({"scheduler": dask_cluster.address})
+
+
+def test_without_distributed_the_executor_is_still_listed() -> None:
+    """tideflow without the `dask` extra lists the executor and compiles flows naming it."""
+    code = (
+        "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None\n"
+        "from tideflow.plugins.manager import load_plugins\n"
+        "print(load_plugins().executor_class('dask').__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_LIMIT
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "DaskExecutor"), done.stderr
