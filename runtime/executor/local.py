@@ -99,7 +99,13 @@ class LocalAttempts:
         at = utcnow()
         reply_future = worker.start(request)
         # recorded while the worker already runs the attempt: the write overlaps it
-        attempt_id = attempt.record_start(worker.pid, at)
+        try:
+            attempt_id = attempt.record_start(worker.pid, at)
+        except Exception:
+            # not recorded (the store failed, or refused a deposed leader's fencing
+            # token): an attempt nobody knows of must not run on
+            await self.pool.discard(worker, 0)
+            raise
         running = RunningAttempt(lambda grace: self.pool.discard(worker, grace))
         unwatch = attempt.watch(running)
         try:

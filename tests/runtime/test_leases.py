@@ -3,12 +3,20 @@ lease, how the token grows, and that every write acting on the world checks it."
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from tideflow.compiler.ir import JobNode
+from tideflow.runtime.executor import Executor, RunRequest
 from tideflow.runtime.model import ScaleDecisionRow, TriggerKind
 from tideflow.runtime.store import Fence, FencedError, Store, StoreError, lease_key
+
+from .jobs_for_tests.flows import make_flow
+from .jobs_for_tests.harness import process_gone
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -120,3 +128,40 @@ def _decision() -> ScaleDecisionRow:
         explanation="10 / 5",
         rule={},
     )
+
+
+@pytest.mark.anyio
+async def test_a_deposed_leaders_executor_runs_no_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """The fence refuses the attempt's record: the worker that had been handed the job
+    is killed, and no attempt exists."""
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(here))
+    started, release = tmp_path / "started", tmp_path / "release"
+    params = {"started": str(started), "release": str(release)}
+    flow = make_flow([JobNode("slow", run="jobs_for_tests.jobs:wait_for_release", params=params)])
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        old = store.acquire_lease("demo", 1, 30.0)
+        assert old is not None
+        store.release_lease("demo", 1, old.token)
+        assert store.acquire_lease("demo", 2, 30.0) is not None
+        store.fence = Fence("demo", old.token, 1)  # deposed: another leads now
+        async with Executor(flow, store, kill_grace=0.5) as executor:
+            flow_run = await executor.submit(RunRequest("slow"))
+            await executor.wait(flow_run)
+            assert not executor.pool.busy, "the worker handed the job was left running it"
+        (job_run,) = store.job_runs(flow_run_id=flow_run, limit=None)
+        assert store.attempts(job_run.id) == []
+    if started.exists():  # the worker had begun it: it was killed, not left running
+        deadline = time.monotonic() + 20
+        while not process_gone(int(started.read_text())):
+            assert time.monotonic() < deadline, "the attempt's process still runs"
+            await asyncio.sleep(0.05)
+    assert not release.exists()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
