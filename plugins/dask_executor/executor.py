@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 #: how often `wait` checks that the worker running an attempt is still there
 WATCH_INTERVAL: Final = 1.0
+#: the longest between two reads of a queued attempt's claim
+MAX_CLAIM_POLL: Final = 8.0
 #: the Dask resource a job's `gpu`, `cpu` and `memory` ask for
 DASK_NAMES: Final[Mapping[str, str]] = {"gpu": "GPU", "cpu": "CPU", "memory": "MEMORY"}
 #: error types of the outcomes the executor itself decides
@@ -147,7 +150,8 @@ class DaskExecutor(Executor):
         self._connecting = asyncio.Lock()
         self._futures: dict[str, Any] = {}
         self._cancelled: set[str] = set()
-        self._claims: dict[str, dict[str, Any]] = {}  # ref -> the claim of a running attempt
+        self._members_lock = asyncio.Lock()
+        self._members_seen: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._closed = False
 
     @classmethod
@@ -321,13 +325,14 @@ class DaskExecutor(Executor):
                 ),
             )
         collect = asyncio.ensure_future(self._collect(client, ref, future))
+        watch = _Watch(asyncio.get_running_loop().time())
         try:
             while True:
                 done, _ = await asyncio.wait({collect}, timeout=WATCH_INTERVAL)
                 if done:
                     result = collect.result()
                     break
-                departed = await self._departed(client, ref)
+                departed = await self._departed(client, ref, watch)
                 if departed is not None:
                     # the worker left without Dask re-running the task elsewhere (no
                     # other worker can take it): forget the task so it never runs; the
@@ -342,29 +347,49 @@ class DaskExecutor(Executor):
         await self._forget(client, ref, future, keep_claim=False)
         return result
 
-    async def _departed(self, client: Any, ref: str) -> AttemptResult | None:
+    async def _departed(self, client: Any, ref: str, watch: _Watch) -> AttemptResult | None:
         """A `lost` result when the worker that claimed the attempt is no longer in
-        the cluster and the task has not ended."""
+        the cluster and the task has not ended. Cheap for many attempts: an unclaimed
+        (queued) attempt's claim is read ever more rarely, and the workers present are
+        asked once an interval for all the attempts this executor waits for."""
+        loop = asyncio.get_running_loop()
         try:
-            claim = self._claims.get(ref)
-            if claim is None:
+            if watch.claim is None:
+                if loop.time() < watch.next_read:
+                    return None
                 claim = await self._variable(client, task.claim_name(ref))
                 if not isinstance(claim, dict) or not claim.get("worker"):
+                    watch.delay = min(watch.delay * 2, MAX_CLAIM_POLL)
+                    watch.next_read = loop.time() + watch.delay
                     return None
-                if claim.get("pid"):  # final: the task sets it once more, without the pid
-                    self._claims[ref] = claim
-            # one small question about one worker (not the whole cluster's state)
-            present = await client.scheduler.ncores(workers=[claim["worker"]])
+                if claim.get("pid"):  # final: before it, the task set it without the pid
+                    watch.claim = claim
+            else:
+                claim = watch.claim
+            worker = claim["worker"]
+            if worker in await self._members(client):
+                return None
+            # not in the snapshot (which may predate the worker): ask about it alone
+            if worker in await client.scheduler.ncores(workers=[worker]):
+                return None
         except (OSError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        if claim["worker"] in present:
-            return None
         where = claim.get("where")
         return AttemptResult(
             "lost",
             error=AttemptError(WORKER_LOST, f"the Dask worker running it left: {where}"),
             where=where,
         )
+
+    async def _members(self, client: Any) -> frozenset[str]:
+        """The workers in the cluster, at most `WATCH_INTERVAL` old."""
+        loop = asyncio.get_running_loop()
+        async with self._members_lock:
+            taken_at, members = self._members_seen
+            if loop.time() - taken_at >= WATCH_INTERVAL or not members:
+                members = frozenset(await client.scheduler.ncores())
+                self._members_seen = (loop.time(), members)
+            return members
 
     async def _collect(self, client: Any, ref: str, future: Any) -> AttemptResult:
         distributed = _distributed()
@@ -400,7 +425,6 @@ class DaskExecutor(Executor):
         distributed = _distributed()
         self._futures.pop(ref, None)
         self._cancelled.discard(ref)
-        self._claims.pop(ref, None)
         try:
             if keep_claim:
                 await client.cancel([future], reason="tideflow: the attempt is lost")
@@ -441,6 +465,15 @@ class DaskExecutor(Executor):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+@dataclass
+class _Watch:
+    """What `wait` knows of one attempt's claim, and when to read it again."""
+
+    next_read: float
+    delay: float = WATCH_INTERVAL
+    claim: dict[str, Any] | None = None
 
 
 def _result(outcome: Mapping[str, Any]) -> AttemptResult:
