@@ -1,9 +1,10 @@
 """The orchestrator: what `tideflow run` runs for one or more compiled flows.
 
-At start-up it refuses to run a flow another live orchestrator is running,
-registers itself, saves each flow's IR (the dashboard draws it), ensures every
-topic and consumer group on its broker, and recovers what a previous
-orchestrator left: attempts still marked running are marked lost and retried
+At start-up it refuses to run a flow another live orchestrator runs together
+with other flows (a different set), registers itself, and waits for the lease
+of its flows (see below). Leading, it saves each flow's IR (the dashboard draws
+it), ensures every topic and consumer group on its broker, and recovers what a
+previous orchestrator left: attempts still marked running are marked lost and retried
 per their policy, and unfinished flow runs resume. Then, per flow, the
 scheduler fires schedules into the executor, manual triggers (claimed from the
 store, where `tideflow trigger` and the dashboard leave them) go the same way,
