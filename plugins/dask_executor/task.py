@@ -3,10 +3,11 @@ executor submits.
 
 The task runs tideflow's one-shot runner (`worker_argv`) under a small
 supervisor in a session (process group) of its own, with its stdout, stderr, log
-records and reply in files of a private temporary folder, and returns what it
-found there as a JSON-able dict (`Outcome`). While it waits it watches the
-attempt's cancel variable; when that is set it sends SIGTERM to the process
-group, then SIGKILL after the grace the variable holds.
+records and reply in files of a private temporary folder (in the worker's local
+directory; removed afterwards, since the request in it holds secret values), and
+returns what it found there as a JSON-able dict (`Outcome`). While it waits it
+watches the attempt's cancel variable; when that is set it sends SIGTERM to the
+process group, then SIGKILL after the grace the variable holds.
 
 Dask runs a task again when the worker running it dies. An attempt must run at
 most once (tideflow's retry policy counts attempts), so the task first *claims*
@@ -114,7 +115,8 @@ def run_attempt(ref: str, request_json: str) -> Outcome:
     cancel = dask.Variable(cancel_name(ref), client=client)
     if _value(cancel) is not None:
         return _outcome("cancelled", where=worker.address)
-    with tempfile.TemporaryDirectory(prefix="tideflow-attempt-") as folder:
+    scratch = getattr(worker, "local_directory", None)  # the worker's own scratch space
+    with tempfile.TemporaryDirectory(prefix="tideflow-attempt-", dir=scratch) as folder:
         base = Path(folder)
         request, reply = base / "request.json", base / "reply.json"
         logs, stdout, stderr = base / "logs.jsonl", base / "stdout", base / "stderr"
