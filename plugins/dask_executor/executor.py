@@ -481,7 +481,7 @@ def _result(outcome: Mapping[str, Any]) -> AttemptResult:
     where = outcome.get("where")
     kind = outcome.get("outcome")
     if kind == "lost":
-        message = f"the Dask worker running it died ({where}); Dask's re-run was stopped"
+        message = f"the Dask worker running it died or closed ({where}); it was not run again"
         return AttemptResult("lost", error=AttemptError(WORKER_LOST, message), where=where)
     if kind == "cancelled" and outcome.get("exit_code") is None:
         return AttemptResult("cancelled", where=where)

@@ -77,7 +77,8 @@ sys.exit(code)
 class Outcome(TypedDict):
     """What the task returns. `outcome`: "ran" (the reply, output and logs are
     the attempt's), "cancelled" (ended by a cancel), "lost" (a re-run after its
-    worker died: nothing ran). `where`: the worker's address and the pid."""
+    worker died: nothing ran; or its worker closed mid-attempt and ended it).
+    `where`: the worker's address and the pid."""
 
     outcome: str
     exit_code: int | None
@@ -136,9 +137,10 @@ def run_attempt(ref: str, request_json: str) -> Outcome:
         claim.set({"worker": worker.address, "where": where, "pid": process.pid})
         ended = threading.Event()
         cancelled = threading.Event()
+        abandoned = threading.Event()  # its worker is closing: the attempt is lost
         watcher = threading.Thread(
             target=_watch_cancel,
-            args=(worker, cancel, process.pid, ended, cancelled),
+            args=(worker, cancel, process.pid, ended, cancelled, abandoned),
             name=f"tideflow-cancel-{process.pid}",
             daemon=True,
         )
@@ -147,6 +149,8 @@ def run_attempt(ref: str, request_json: str) -> Outcome:
             exit_code = process.wait()
         finally:
             ended.set()
+        if abandoned.is_set():
+            return _outcome("lost", where=where)
         return {
             "outcome": "cancelled" if cancelled.is_set() else "ran",
             "exit_code": exit_code,
@@ -179,13 +183,19 @@ def _value(variable: Any) -> Any:
 
 
 def _watch_cancel(
-    worker: Any, cancel: Any, group: int, ended: threading.Event, cancelled: threading.Event
+    worker: Any,
+    cancel: Any,
+    group: int,
+    ended: threading.Event,
+    cancelled: threading.Event,
+    abandoned: threading.Event,
 ) -> None:
     """Until the attempt ends: on a cancel, end its process group (SIGTERM, SIGKILL
     after the grace); when the worker itself is closing (it lost its scheduler, it is
     being retired), end it too, since Dask will not collect it (a re-run is `lost`)."""
     while not ended.is_set():
         if _closing(worker):
+            abandoned.set()
             _end_group(group, ended, WORKER_CLOSING_GRACE)
             return
         try:

@@ -305,6 +305,34 @@ async def test_a_worker_lost_with_no_other_worker_able_to_rerun_it_is_noticed(
     assert await executor.attempts() == []
 
 
+async def test_a_worker_retired_mid_attempt_ends_it_and_it_is_lost(
+    executor: DaskExecutor, request_for: Request, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """A worker closing gracefully (scaled down) ends its attempt at once instead of
+    leaving it to run until the worker's process exits; the attempt is `lost`."""
+    retiring = dask_cluster.add_worker(WorkerSpec("retiring", 1, {"RETIRING": 1}), nanny=False)
+    marks = tmp_path / "marks"
+    handle = await executor.start(
+        request_for(
+            "dask_jobs:mark_then_sleep",
+            env={"OUT": str(marks)},
+            resources=AttemptResources(extras={"RETIRING": 1}),
+        )
+    )
+    text = await wait_for(lambda: marks.exists() and marks.read_text(), "the job's side effect")
+    job_pid = int(text.split()[0])
+
+    def retire() -> None:
+        with dask_cluster.client() as client:
+            client.retire_workers([retiring], close_workers=True)
+
+    await asyncio.to_thread(retire)
+    result = await asyncio.wait_for(executor.wait(handle), HANG_LIMIT)
+    assert result.status == "lost", result
+    await wait_for(lambda: not alive(job_pid), "the attempt to end with its worker")
+    assert marks.read_text().splitlines() == [str(job_pid)]
+
+
 async def test_a_new_executor_reattaches_to_a_running_attempt_and_collects_its_success(
     dask_cluster: DaskCluster, request_for: Request, tmp_path: Path
 ) -> None:
