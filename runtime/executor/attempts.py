@@ -75,6 +75,7 @@ class AttemptOutcome:
     captured: Captured = field(default_factory=Captured)
     error: ErrorInfo | None = None
     retryable: bool = True
+    where: str | None = None  # where a remote attempt ran, as its executor said
 
 
 class RunningAttempt:
@@ -174,4 +175,6 @@ def redacted(outcome: AttemptOutcome, redact: secrets.Redactor) -> AttemptOutcom
             error.function,
             error.location,
         )
-    return AttemptOutcome(outcome.status, outcome.exit_code, captured, error, outcome.retryable)
+    return AttemptOutcome(
+        outcome.status, outcome.exit_code, captured, error, outcome.retryable, outcome.where
+    )

@@ -691,6 +691,7 @@ class Executor:
             error=outcome.error,
             logs=captured.logs,
             job_run_status=status,
+            executor_where=outcome.where,
         )
         if self.notify is not None:
             summary = attempt_summary(outcome)

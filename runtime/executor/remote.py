@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -164,6 +165,9 @@ class PluginAttempts:
         if running.killing is not None:
             await running.killing
         outcome = self._outcome(result, running.reason, spec, node)
+        where = result.where or handle.where
+        if where is not None:
+            outcome = dataclasses.replace(outcome, where=where)
         if outcome.status is AttemptStatus.SUCCESS and node.publish_stdout and node.publishes:
             outcome = await self._publish_stdout(outcome, node, spec)
         return outcome
@@ -227,7 +231,7 @@ class PluginAttempts:
                 f"publishing stdout to topic `{topic}` failed: {exc}",
                 "",
             )
-            return AttemptOutcome(AttemptStatus.FAILED, outcome.exit_code, outcome.captured, error)
+            return dataclasses.replace(outcome, status=AttemptStatus.FAILED, error=error)
         finally:
             with contextlib.suppress(Exception):
                 await lines.close()

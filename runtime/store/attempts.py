@@ -132,9 +132,11 @@ class AttemptQueries(StoreBase):
         logs: Iterable[tuple[datetime, str, str]] = (),
         job_run_status: RunStatus | None = None,
         at: datetime | None = None,
+        executor_where: str | None = None,
     ) -> None:
         """Record an attempt's end, its output and log lines, and optionally its job run's
-        new status, in one transaction."""
+        new status, in one transaction. `executor_where`: where a remote attempt ran,
+        when its executor said so only at its end."""
         at = at or utcnow()
         values: dict[str, Any] = {
             "status": str(status),
@@ -143,6 +145,8 @@ class AttemptQueries(StoreBase):
             "stdout": _cut(stdout),
             "stderr": _cut(stderr),
         }
+        if executor_where is not None:
+            values["executor_where"] = executor_where[:500]
         if error is not None:
             values.update(
                 error_type=error.type,

@@ -254,6 +254,10 @@ def test_a_dag_runs_in_the_workers_processes_and_logs_show_it_as_for_a_local_att
     assert "ValueError: negative total: -1" in logs.stdout
     assert 'raise ValueError(f"negative total: {total}")' in logs.stdout
     assert "dask_e2e_jobs.check" in logs.stdout
+    # the attempt's header names its executor and the worker that ran it
+    gpu_address = next(a for a, info in dask_cluster.workers().items() if info["name"] == "gpu")
+    train_logs = project.cli("logs", str(project.run_of("train", RunStatus.SUCCESS).id)).stdout
+    assert 'on executor "cluster"' in train_logs and gpu_address in train_logs
     extract = project.run_of("extract", RunStatus.SUCCESS)
     extract_logs = project.cli("logs", str(extract.id)).stdout
     assert "extracted 3 rows" in extract_logs and "extract done" in extract_logs
