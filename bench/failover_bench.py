@@ -18,7 +18,8 @@ Reported, beside the lease length:
 - double fires (must be 0) and instants never fired (must be 0).
 
 Run: `.venv/bin/python bench/failover_bench.py [--failovers 10] [--handovers 5]
-[--lease 2s] [--renew 0.5s] [--state postgresql://...]`.
+[--lease 2s] [--renew 0.5s] [--settle 6] [--state postgresql://...]` (`--settle`:
+the instants each leader fires before it is stopped).
 """
 
 from __future__ import annotations
@@ -130,12 +131,12 @@ class Bench:
             value = conn.execute(query, {"o": orchestrator}).scalar()
         return float(value) if value is not None else None
 
-    def ready(self) -> tuple[subprocess.Popen[bytes], int]:
-        """A leader that fires, and one standby."""
+    def ready(self, fires: int) -> tuple[subprocess.Popen[bytes], int]:
+        """A leader that has fired `fires` instants, and one standby."""
         found = until(self.leader, "a leader")
         until(lambda: self.standbys() >= 1, "a standby")
         start = len(self.instants())
-        until(lambda: len(self.instants()) >= start + 2, "two fires by the leader")
+        until(lambda: len(self.instants()) >= start + fires, f"{fires} fires by the leader")
         return found
 
     def instants(self) -> list[float]:
@@ -167,6 +168,9 @@ def main() -> None:
     parser.add_argument("--handovers", type=int, default=5)
     parser.add_argument("--lease", default="2s")
     parser.add_argument("--renew", default="0.5s")
+    parser.add_argument(
+        "--settle", type=int, default=6, help="instants the leader fires before each stop"
+    )
     parser.add_argument("--state", default=POSTGRES_URL, help="a PostgreSQL URL")
     args = parser.parse_args()
     lease, renew = seconds(args.lease), seconds(args.renew)
@@ -187,7 +191,7 @@ def main() -> None:
                 bench.start()
                 bench.start()
                 for n in range(args.failovers):
-                    process, holder = bench.ready()
+                    process, holder = bench.ready(args.settle)
                     mid_second()
                     killed_at = time.time()
                     process.kill()
@@ -211,7 +215,7 @@ def main() -> None:
                     )
                     bench.start()  # a fresh standby in its place
                 for n in range(args.handovers):
-                    process, holder = bench.ready()
+                    process, holder = bench.ready(args.settle)
                     mid_second()
                     stopped_at = time.time()
                     process.send_signal(signal.SIGTERM)
@@ -227,7 +231,7 @@ def main() -> None:
                     print(f"hand-over {n + 1}: {handover[-1]:.3f}s release to takeover")
                     process.wait(HANG)
                     bench.start()
-                bench.ready()
+                bench.ready(args.settle)
                 instants = bench.instants()
                 starts = bench.store.first_starts(
                     since=bench.store.job_runs(flow="bench", limit=None)[-1].created_at
