@@ -72,6 +72,9 @@ def label_value(text: str) -> str:
 
 
 def attempt_labels(request: AttemptRequest) -> dict[str, str]:
+    """The Job's and its pod's labels: the request's own (`tideflow.dev/` before each
+    key), then flow, job, run and attempt, and the managed-by label `attempts()`
+    lists by."""
     labels = {
         f"{LABEL_PREFIX}{key}": label_value(str(value))
         for key, value in request.labels.items()

@@ -303,7 +303,8 @@ def test_a_timeout_and_a_cancel_kill_the_pods_processes(project: Project) -> Non
     project.trigger(flow, "slow")
     project.trigger(flow, "long")
     long_job, long_child = map(int, project.file("long").split())
-    (long,) = project.store().job_runs(job="long")
+    with project.store() as store:
+        (long,) = store.job_runs(job="long")
     cancelled = project.cli("cancel", str(long.id))
     assert cancelled.returncode == 0, cancelled.stderr
     project.run_of("long", RunStatus.CANCELLED)
