@@ -201,6 +201,50 @@ def test_a_second_orchestrator_of_the_same_flow_stands_by(project: Project) -> N
         stop(process)
 
 
+def test_on_sqlite_a_standby_on_the_same_host_takes_over(project: Project) -> None:
+    """Several orchestrators on one host share a SQLite file: the leader is SIGKILLed,
+    the standby leads within the lease (+ 1 s), and no instant fires twice or never."""
+    flow = project.flow("""
+        job "tick" {
+          schedule = every(1s)
+          catch_up = all
+          overlap  = allow
+          run      = "testjobs:tick"
+        }
+    """)
+    lease = ("--lease", "2s", "--renew", "500ms")
+    first = project.start(flow, *lease)
+    with project.store() as store:
+        wait_until(lambda: store.job_runs(job="tick", status=RunStatus.SUCCESS) != [])
+        second = project.start(flow, *lease)
+        wait_until(lambda: len(store.live_orchestrators(["demo"], 30)) == 2)
+        state = store.lease("demo")
+        assert state is not None and state.holder is not None
+        pids = {o.id: o.pid for o in store.orchestrators(stale_after=60)}
+        leader, standby = (first, second) if pids[state.holder] == first.pid else (second, first)
+        wait_until(lambda: 0.4 < time.time() % 1 < 0.6)  # between two instants
+        killed_at = time.time()
+        leader.kill()
+        leader.communicate(timeout=30)
+
+        def taken_over() -> bool:
+            now = store.lease("demo")
+            return now is not None and now.led and now.holder != state.holder
+
+        wait_until(taken_over)
+        took_over = store.lease("demo")
+        assert took_over is not None and took_over.acquired_at - killed_at <= 3.0
+        count = len(store.job_runs(job="tick", limit=None))
+        wait_until(lambda: len(store.job_runs(job="tick", limit=None)) >= count + 3)
+        instants = [r.scheduled_at for r in store.job_runs(job="tick", limit=None)]
+    output = stop(standby)
+    assert standby.returncode == 0, output
+    assert "Traceback" not in output
+    seconds = sorted(int(i.timestamp()) for i in instants if i is not None)
+    assert len(seconds) == len(set(seconds)), "an instant fired twice"
+    assert seconds == list(range(seconds[0], seconds[-1] + 1)), "an instant never fired"
+
+
 def test_an_orchestrator_of_an_overlapping_set_of_flows_is_refused(project: Project) -> None:
     flow = project.flow('job "tick" {\n  schedule = every(1s)\n  run = "testjobs:tick"\n}\n')
     other = project.flow('job "hello" {\n  run = "testjobs:hello"\n}\n', name="other")
