@@ -413,8 +413,9 @@ class Orchestrator:
             else:
                 self._set_role(Role.STANDBY, f": {self._lost_why}")
             self.term = None
-            # a deposed leader's attempts were (or will be) taken over: kill them now
-            await self._wind_down(self.grace if graceful else 0.0)
+            # a deposed leader's runs are the new leader's: it kills its attempts and
+            # records nothing more about them
+            await self._wind_down(self.grace, abandon=not graceful)
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -790,14 +791,18 @@ class Orchestrator:
                     with contextlib.suppress(Exception):
                         await item.autoscaler.aclose()
 
-    async def _wind_down(self, grace: float) -> None:
-        """Stop consumers and executors (running attempts get `grace` seconds)."""
+    async def _wind_down(self, grace: float, *, abandon: bool = False) -> None:
+        """Stop consumers and executors: running attempts get `grace` seconds, or with
+        `abandon` (a deposed leader) are killed at once with nothing recorded."""
         # instances drain (each within its drain_timeout) while jobs finish
         await asyncio.gather(
             *(self._stop_consumer(item) for r in self.runtimes.values() for item in r.consumers)
         )
         await asyncio.gather(
-            *(runtime.executor.shutdown(grace) for runtime in self.runtimes.values())
+            *(
+                runtime.executor.abandon() if abandon else runtime.executor.shutdown(grace)
+                for runtime in self.runtimes.values()
+            )
         )
         for runtime in self.runtimes.values():
             await runtime.notifications.aclose()

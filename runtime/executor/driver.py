@@ -224,6 +224,40 @@ class Executor:
             await self._deliveries.wait(max(grace, 1.0))
         self._closed.set()
 
+    async def abandon(self) -> None:
+        """Stop at once and record nothing more: the executor of a deposed leader, whose
+        runs a new leader has taken over (or takes over once it sees this one gone).
+        Local attempt processes are killed; remote attempts are left to their engines,
+        for the new leader to re-attach to; the job tasks are cancelled before they
+        could record an attempt's end or a run's status."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        for runner in self._distinct_runners():
+            runner.begin_close()
+        self._queues.clear()
+        for run in self._runs.values():
+            for job_run in run.jobs.values():
+                running = job_run.running
+                if running is not None and job_run.node.executor not in self.remote_blocks:
+                    self._kill(running, AttemptStatus.INTERRUPTED)
+        tasks = self._job_tasks()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for runner in self._distinct_runners():
+            try:
+                await runner.aclose(0.0)
+            except Exception:
+                log.warning("closing an executor failed", exc_info=True)
+        self._closed.set()
+
     def _distinct_runners(self) -> list[AttemptRunner]:
         seen: list[AttemptRunner] = []
         for runner in self.runners.values():

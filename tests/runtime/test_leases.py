@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tideflow.compiler.ir import JobNode
 from tideflow.runtime.executor import Executor, RunRequest
-from tideflow.runtime.model import ScaleDecisionRow, TriggerKind
+from tideflow.runtime.model import AttemptStatus, RunStatus, ScaleDecisionRow, TriggerKind
 from tideflow.runtime.store import Fence, FencedError, Store, StoreError, lease_key
 
 from .jobs_for_tests.flows import make_flow
@@ -160,6 +160,46 @@ async def test_a_deposed_leaders_executor_runs_no_attempt(
             assert time.monotonic() < deadline, "the attempt's process still runs"
             await asyncio.sleep(0.05)
     assert not release.exists()
+
+
+@pytest.mark.anyio
+async def test_a_deposed_leaders_executor_abandons_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """`abandon()` kills the attempt's process and records nothing: the attempt stays
+    `running` in the history for the new leader to mark lost and retry."""
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(here))
+    started, release = tmp_path / "started", tmp_path / "release"
+    params = {"started": str(started), "release": str(release)}
+    flow = make_flow(
+        [
+            JobNode("slow", run="jobs_for_tests.jobs:wait_for_release", params=params),
+            JobNode("next", run="jobs_for_tests.jobs:noop", after=("slow",)),
+        ]
+    )
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        executor = Executor(flow, store, kill_grace=0.5)
+        executor.start()
+        flow_run = await executor.submit(RunRequest("slow"))
+        deadline = time.monotonic() + 20
+        while not started.exists():
+            assert time.monotonic() < deadline, "the attempt never started"
+            await asyncio.sleep(0.02)
+        pid = int(started.read_text())
+        await executor.abandon()
+        deadline = time.monotonic() + 20
+        while not process_gone(pid):
+            assert time.monotonic() < deadline, "the attempt's process still runs"
+            await asyncio.sleep(0.05)
+        jobs = {r.job: r for r in store.job_runs(flow_run_id=flow_run, limit=None)}
+        assert jobs["slow"].status is RunStatus.RUNNING
+        assert jobs["next"].status is RunStatus.PENDING
+        (attempt,) = store.attempts(jobs["slow"].id)
+        assert attempt.status is AttemptStatus.RUNNING and attempt.finished_at is None
+        assert store.flow_run(flow_run) is not None
+        assert [a.id for a in store.mark_lost(["tests"])] == [attempt.id]
 
 
 @pytest.fixture
