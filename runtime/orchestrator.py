@@ -764,11 +764,13 @@ class Orchestrator:
             await asyncio.sleep(HEARTBEAT_SECONDS / 2)
 
     def _previous_gone(self, grant: LeaseGrant) -> bool:
-        """Whether the orchestrator that led before is gone (stopped, or silent for a
-        lease): only then are its attempts still marked running lost, and its unfinished
-        runs resumed. A graceful one drains its attempts meanwhile."""
+        """Whether the attempts still marked running by the orchestrator that led before
+        may be taken over (marked lost, their runs resumed). At once when its lease
+        expired: it died, or it was deposed and abandons its runs. After a graceful
+        release it drains its attempts itself: then only once it has stopped (or been
+        silent for a lease)."""
         previous = grant.previous_holder
-        if previous is None or previous == self.id:
+        if previous is None or previous == self.id or not grant.released:
             return True
         for other in self.store.live_orchestrators(self.names, self.lease):
             if other.id == previous:
