@@ -118,13 +118,26 @@ def wait_until(condition: Callable[[], T | None], what: str) -> T:
         time.sleep(0.05)  # polling a condition, not assuming an outcome
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie nobody reaped yet counts as ended)."""
+def started_at(pid: int) -> str | None:
+    """When live process `pid` started (clock ticks since boot), or None when it has
+    ended (a zombie nobody reaped yet counts as ended). With its pid, this names one
+    process even after the pid is reused: this box wraps around its 32768 pids
+    quickly while test suites run."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]  # field 22, starttime
+
+
+def alive(process: tuple[int, str | None]) -> bool:
+    """Whether the process `(pid, started_at(pid))` still runs."""
+    pid, started = process
+    return started is not None and started_at(pid) == started
+
+
+def processes(*pids: int) -> list[tuple[int, str | None]]:
+    return [(pid, started_at(pid)) for pid in pids]
 
 
 class Project:
@@ -302,7 +315,7 @@ def test_a_timeout_and_a_cancel_kill_the_pods_processes(project: Project) -> Non
     orchestrator = project.start(flow)
     project.trigger(flow, "slow")
     project.trigger(flow, "long")
-    long_job, long_child = map(int, project.file("long").split())
+    long_pids = processes(*map(int, project.file("long").split()))
     with project.store() as store:
         (long,) = store.job_runs(job="long")
     cancelled = project.cli("cancel", str(long.id))
@@ -313,11 +326,11 @@ def test_a_timeout_and_a_cancel_kill_the_pods_processes(project: Project) -> Non
     with project.store() as store:
         (attempt,) = store.attempts(slow.id)
     assert attempt.status is AttemptStatus.TIMEOUT
-    pids = [long_job, long_child]
+    killed = list(long_pids)
     if (project.out / "slow").exists():  # it may time out before it writes its pids
-        pids += map(int, (project.out / "slow").read_text().split())
-    for pid in pids:
-        wait_until(lambda pid=pid: not alive(pid), f"process {pid} to be killed")
+        killed += processes(*map(int, (project.out / "slow").read_text().split()))
+    for process in killed:
+        wait_until(lambda p=process: not alive(p), f"process {process[0]} to be killed")
     wait_until(lambda: project.api.job_names(namespace=NAMESPACE) == [], "the Jobs to go")
 
 
@@ -337,6 +350,7 @@ def test_a_deleted_pod_makes_the_attempt_lost_and_the_retry_succeeds(project: Pr
     orchestrator = project.start(flow)
     project.trigger(flow, "fragile")
     _, first_pid, pod = project.file("fragile").split()
+    [first] = processes(int(first_pid))
     project.api.delete_pod(pod, namespace=NAMESPACE)
     run = project.run_of("fragile", RunStatus.SUCCESS, RunStatus.FAILED)
     stop(orchestrator)
@@ -348,7 +362,7 @@ def test_a_deleted_pod_makes_the_attempt_lost_and_the_retry_succeeds(project: Pr
     marks = [line.split() for line in (project.out / "fragile").read_text().splitlines()]
     assert [m[0] for m in marks] == ["1", "2"]  # Kubernetes did not run attempt 1 again
     assert marks[1][2] != pod  # the retry ran in a pod of its own
-    assert not alive(int(first_pid))
+    assert not alive(first)
 
 
 def test_a_restarted_orchestrator_adopts_a_running_attempt_and_records_its_success(
@@ -365,10 +379,10 @@ def test_a_restarted_orchestrator_adopts_a_running_attempt_and_records_its_succe
     ''')
     first = project.start(flow)
     project.trigger(flow, "until_go")
-    job_pid = int(project.file("until_go"))
+    [job] = processes(int(project.file("until_go")))
     first.kill()  # SIGKILL: no clean-up at all
     first.communicate(timeout=HANG_LIMIT)
-    assert alive(job_pid)  # the attempt runs on without its orchestrator
+    assert alive(job)  # the attempt runs on without its orchestrator
 
     second = project.start(flow)
     (project.out / "go").touch()

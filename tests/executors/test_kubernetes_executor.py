@@ -126,13 +126,20 @@ def _until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-def _gone(pid: int) -> bool:
-    """The process has ended (a zombie nobody reaped counts as ended)."""
+def _started_at(pid: int) -> str | None:
+    """When live process `pid` started, or None when it has ended (a zombie nobody
+    reaped counts as ended). With its pid, this names one process even after the
+    pid is reused: this box wraps around its 32768 pids quickly under test suites."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]  # field 22, starttime
+
+
+def _gone(process: tuple[int, str | None]) -> bool:
+    pid, started = process
+    return started is None or _started_at(pid) != started
 
 
 def _group_members(group: int) -> list[int]:
@@ -574,6 +581,7 @@ async def test_cancel_deletes_the_job_and_kills_the_processes(
     process group (no real cluster can run here); `wait` says cancelled."""
     handle = await executor.start(request("sleeps"))
     pid, child = await asyncio.to_thread(_printed_pids, fake_api, handle.ref)
+    processes = [(pid, _started_at(pid)), (child, _started_at(child))]
     await executor.cancel(handle, grace=1.0)
     result = await _wait(executor, handle)
     assert result.status == "cancelled", result
@@ -581,7 +589,7 @@ async def test_cancel_deletes_the_job_and_kills_the_processes(
     assert fake_api.job_names(namespace=NAMESPACE) == []
     [delete] = fake_api.requests_to("DELETE", f"/jobs/{handle.ref}")
     assert delete.body["propagationPolicy"] == "Foreground"
-    await asyncio.to_thread(_until, lambda: _gone(pid) and _gone(child), "the killed processes")
+    await asyncio.to_thread(_until, lambda: all(map(_gone, processes)), "the killed processes")
     assert await executor.attempts() == []
 
 
