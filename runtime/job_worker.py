@@ -443,6 +443,13 @@ def run_once(
     data = _read_request(source)
     request, secret_values = _once_request(data)
     redaction.remember(secret_values)
+    if secret_values:
+        # on an engine that supplies secrets itself (Kubernetes) the orchestrator never
+        # learns their values, so what Python prints is redacted here, before it
+        # reaches the pod's log (output written below Python, by C code or a
+        # subprocess, is not: docs/kubernetes.md says so)
+        sys.stdout = redaction.redacting(sys.stdout)
+        sys.stderr = redaction.redacting(sys.stderr)
     if data.get("command") is not None:
         reply = _run_command(list(data["command"]), request["env"])
     else:
