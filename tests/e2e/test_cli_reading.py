@@ -328,6 +328,7 @@ def test_the_live_view_never_cuts_a_cell_in_a_narrow_terminal(
             store=store,
             flows=[ir],
             id=7,
+            role="leader",
             next_fires=lambda: {("orders", "extract"): datetime.now(UTC) + timedelta(hours=5)},
         )
         console = Console(width=width, record=True, markup=False, file=open_null())
