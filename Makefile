@@ -35,7 +35,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy -p tideflow
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -W error
+	$(VENV)/bin/pytest -W error --durations=20
 
 # The VS Code extension (editors/vscode): its client compiles, and its grammar
 # tokenizes the fixtures and every example flow as committed. Needs npm (and
