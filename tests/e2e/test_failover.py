@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -207,8 +208,8 @@ class Member:
     def roles(self) -> list[tuple[str, float]]:
         """(role, epoch time) of each role line printed, in order."""
         return [
-            (m.group(1), float(m.group(2)))
-            for m in re.finditer(r": (leader|standby) .*\[at ([0-9.]+)\]", self.output)
+            (m.group(1), datetime.fromisoformat(m.group(2)).timestamp())
+            for m in re.finditer(r": (leader|standby) .*, since (\S+)$", self.output, re.M)
         ]
 
     def close(self) -> None:

@@ -177,8 +177,9 @@ def _say_role(orchestrator: Orchestrator, console: Console) -> None:
         )
     else:
         return
-    # the epoch time too: tests and scripts compare it with the store's lease times
-    console.print(f"{stamp} {line} [at {time.time():.3f}]", soft_wrap=True, highlight=False)
+    # the exact instant too, which scripts (and tests) compare with the lease's times
+    since = datetime.now(UTC).isoformat(timespec="milliseconds")
+    console.print(f"{stamp} {line}, since {since}", soft_wrap=True, highlight=False)
 
 
 def _configure_logging(console: Console, live: bool) -> None:
