@@ -193,6 +193,23 @@ LOCAL_SCALER = (
     ),
 )
 
+# how the Kubernetes scaler and executor find their cluster
+KUBECONFIG = (
+    Field(
+        "kubeconfig",
+        StringType(),
+        "Kubeconfig file, relative to the flow file's directory (default: the pod's "
+        "service account in a cluster, else $KUBECONFIG or ~/.kube/config).",
+        example='"~/.kube/config"',
+    ),
+    Field(
+        "context",
+        StringType(),
+        "Kubeconfig context (default: the kubeconfig's current one).",
+        example='"prod"',
+    ),
+)
+
 KUBERNETES_SCALER = (
     Field(
         "name",
@@ -211,19 +228,7 @@ KUBERNETES_SCALER = (
     Field(
         "namespace", StringType(), "Namespace of the workload.", default="default", example='"shop"'
     ),
-    Field(
-        "kubeconfig",
-        StringType(),
-        "Kubeconfig file, relative to the flow file's directory (default: the pod's "
-        "service account in a cluster, else $KUBECONFIG or ~/.kube/config).",
-        example='"~/.kube/config"',
-    ),
-    Field(
-        "context",
-        StringType(),
-        "Kubeconfig context (default: the kubeconfig's current one).",
-        example='"prod"',
-    ),
+    *KUBECONFIG,
 )
 
 WEBHOOK_NOTIFIER = (

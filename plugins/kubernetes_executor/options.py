@@ -18,6 +18,7 @@ from tideflow.plugins.api.options import (
     SizeType,
     StringType,
 )
+from tideflow.plugins.builtin_options import KUBECONFIG
 
 KUBERNETES_EXECUTOR: Final = (
     Field(
@@ -116,17 +117,5 @@ KUBERNETES_EXECUTOR: Final = (
         "Most GPUs (`nvidia.com/gpu`) one pod can be given.",
         example="1",
     ),
-    Field(
-        "kubeconfig",
-        StringType(),
-        "Kubeconfig file, relative to the flow file's directory (default: the pod's "
-        "service account in a cluster, else $KUBECONFIG or ~/.kube/config).",
-        example='"~/.kube/config"',
-    ),
-    Field(
-        "context",
-        StringType(),
-        "Kubeconfig context (default: the kubeconfig's current one).",
-        example='"prod"',
-    ),
+    *KUBECONFIG,
 )
